@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The interface-mapping file as plain typed structs (SPEC.md, "The interface-mapping
+// file"). A Mapping that exists has passed every check of the loader: later stages
+// (compiler, NAT) may rely on its invariants without checking again.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "ip.hpp"
+
+namespace dpo {
+
+// The role of a logical interface in the flow chart's "Process packet" switch.
+enum class Role : std::uint8_t { Inner, Outer };
+
+const char* to_string(Role r);
+
+// Group 2 of the flow chart: how the wire encapsulation selects the interface.
+struct VlanEncap {          // eth / vlan N            -> iface = f(vlan)
+    std::uint16_t vid = 0;
+};
+struct EvpnEncap {          // eth / ip / udp / vxlan  -> iface = f(vni)
+    std::uint32_t vni = 0;
+    IpAddress remote_vtep;
+};
+struct AciEncap {           // eth / vlan 2 / ip / udp / vxlan -> iface = f(vni)
+    std::uint32_t vni = 0;
+    IpAddress remote_vtep;
+};
+using Encapsulation = std::variant<VlanEncap, EvpnEncap, AciEncap>;
+
+const char* encapsulation_name(const Encapsulation& e);
+
+struct Interface {
+    std::string name;    // the operator's name for the logical interface
+    std::string netdev;  // the kernel device of the slow path
+    Role role = Role::Inner;
+    Encapsulation encap;
+};
+
+struct VxlanDevice {
+    std::string device;
+    std::uint16_t port = 4789;
+};
+
+struct AciFabric {
+    std::uint16_t vlan = 2;  // the infra VLAN that carries ACI's VXLAN
+    IpAddress local_vtep;
+};
+
+struct EvpnFabric {
+    IpAddress local_vtep;
+};
+
+struct PortRange {
+    std::uint16_t first = 1024;
+    std::uint16_t last = 65535;
+    std::uint32_t size() const { return std::uint32_t{last} - first + 1; }
+};
+
+struct Nat {
+    std::uint16_t zone = 0;
+    std::vector<IpPrefix> pool;  // IPv4, canonical, disjoint
+    PortRange ports;
+    std::uint32_t chunk_size = 512;
+    std::uint32_t max_chunks_per_subscriber = 4;
+    std::uint32_t chunk_idle_seconds = 120;
+
+    // Whole chunks that fit in the port range of one public address.
+    std::uint32_t chunks_per_address() const { return ports.size() / chunk_size; }
+};
+
+inline constexpr std::uint16_t kDefaultAciVlan = 2;
+inline constexpr std::uint32_t kMainRouteTable = 254;
+
+struct Mapping {
+    std::string uplink;
+    std::optional<VxlanDevice> vxlan;
+    std::optional<AciFabric> aci;
+    std::optional<EvpnFabric> evpn;
+    std::vector<Interface> interfaces;
+    std::optional<Nat> nat;
+    std::uint32_t route_table = kMainRouteTable;
+
+    // The ACI infra VLAN is reserved even when no ACI section is given.
+    std::uint16_t aci_vlan() const { return aci ? aci->vlan : kDefaultAciVlan; }
+    const Interface* find_by_netdev(const std::string& netdev) const;
+};
+
+}  // namespace dpo

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "rtnl_snapshot.hpp"
+
+#include <linux/if.h>
+#include <linux/neighbour.h>
+#include <netlink/cache.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/vlan.h>
+#include <netlink/route/link/vxlan.h>
+#include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <memory>
+
+namespace dpo::kernel {
+
+namespace {
+
+struct SockFree {
+    void operator()(nl_sock* s) const { nl_socket_free(s); }
+};
+struct CacheFree {
+    void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
+using Sock = std::unique_ptr<nl_sock, SockFree>;
+using Cache = std::unique_ptr<nl_cache, CacheFree>;
+
+std::optional<IpAddress> to_ip(nl_addr* a) {
+    if (!a) return std::nullopt;
+    const int fam = nl_addr_get_family(a);
+    const unsigned len = nl_addr_get_len(a);
+    if (fam == AF_INET && len == 4) return IpAddress::from_bytes(Family::V4, nl_addr_get_binary_addr(a));
+    if (fam == AF_INET6 && len == 16) return IpAddress::from_bytes(Family::V6, nl_addr_get_binary_addr(a));
+    return std::nullopt;
+}
+
+std::optional<Mac> to_mac(nl_addr* a) {
+    if (!a || nl_addr_get_len(a) != 6) return std::nullopt;
+    Mac m;
+    std::memcpy(m.data(), nl_addr_get_binary_addr(a), 6);
+    return m;
+}
+
+template <class Fn>
+void for_each(nl_cache* cache, Fn fn) {
+    for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) fn(o);
+}
+
+Link to_link(rtnl_link* l) {
+    Link out;
+    out.ifindex = rtnl_link_get_ifindex(l);
+    if (const char* n = rtnl_link_get_name(l)) out.name = n;
+    if (const char* t = rtnl_link_get_type(l)) out.kind = t;
+    if (auto mac = to_mac(rtnl_link_get_addr(l))) out.mac = *mac;
+    out.mtu = rtnl_link_get_mtu(l);
+    const unsigned flags = rtnl_link_get_flags(l);
+    out.up = flags & IFF_UP;
+    out.running = flags & IFF_RUNNING;
+    out.parent_ifindex = rtnl_link_get_link(l);
+    if (rtnl_link_is_vlan(l)) out.vlan_id = static_cast<std::uint16_t>(rtnl_link_vlan_get_id(l));
+    if (rtnl_link_is_vxlan(l)) {
+        uint32_t id = 0;
+        // A metadata ("external") device has no VNI; libnl then reports an error.
+        if (rtnl_link_vxlan_get_id(l, &id) == 0) out.vxlan_id = id;
+    }
+    return out;
+}
+
+constexpr unsigned kResolvedNud = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
+
+}  // namespace
+
+Result<KernelState> read_kernel_state() {
+    Sock sock(nl_socket_alloc());
+    if (!sock) return fail(std::string("cannot allocate a netlink socket"));
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
+        return fail(std::string("cannot connect to rtnetlink: ") + nl_geterror(err));
+
+    KernelState k;
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); err < 0)
+        return fail(std::string("cannot dump links: ") + nl_geterror(err));
+    Cache links(raw);
+    for_each(links.get(), [&](nl_object* o) {
+        Link l = to_link(reinterpret_cast<rtnl_link*>(o));
+        k.links[l.ifindex] = std::move(l);
+    });
+
+    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
+        return fail(std::string("cannot dump addresses: ") + nl_geterror(err));
+    Cache addrs(raw);
+    for_each(addrs.get(), [&](nl_object* o) {
+        auto* a = reinterpret_cast<rtnl_addr*>(o);
+        if (auto ip = to_ip(rtnl_addr_get_local(a)))
+            k.addresses.push_back({rtnl_addr_get_ifindex(a),
+                                   IpPrefix{*ip, static_cast<std::uint8_t>(rtnl_addr_get_prefixlen(a))}});
+    });
+
+    if (int err = rtnl_route_alloc_cache(sock.get(), AF_UNSPEC, 0, &raw); err < 0)
+        return fail(std::string("cannot dump routes: ") + nl_geterror(err));
+    Cache routes(raw);
+    for_each(routes.get(), [&](nl_object* o) {
+        auto* r = reinterpret_cast<rtnl_route*>(o);
+        nl_addr* dst = rtnl_route_get_dst(r);
+        const int fam = rtnl_route_get_family(r);
+        if (fam != AF_INET && fam != AF_INET6) return;
+        Route out;
+        // A default route has a zero-length dst that libnl may report without bytes.
+        const Family f = fam == AF_INET ? Family::V4 : Family::V6;
+        out.destination.address.family = f;
+        if (auto ip = to_ip(dst)) out.destination.address = *ip;
+        out.destination.length = dst ? static_cast<std::uint8_t>(nl_addr_get_prefixlen(dst)) : 0;
+        out.table = rtnl_route_get_table(r);
+        out.priority = rtnl_route_get_priority(r);
+        out.type = rtnl_route_get_type(r);
+        out.protocol = rtnl_route_get_protocol(r);
+        const int n = rtnl_route_get_nnexthops(r);
+        for (int i = 0; i < n; ++i) {
+            rtnl_nexthop* nh = rtnl_route_nexthop_n(r, i);
+            out.nexthops.push_back({to_ip(rtnl_route_nh_get_gateway(nh)), rtnl_route_nh_get_ifindex(nh)});
+        }
+        k.routes.push_back(std::move(out));
+    });
+
+    if (int err = rtnl_neigh_alloc_cache(sock.get(), &raw); err < 0)
+        return fail(std::string("cannot dump neighbours: ") + nl_geterror(err));
+    Cache neigh(raw);
+    for_each(neigh.get(), [&](nl_object* o) {
+        auto* n = reinterpret_cast<rtnl_neigh*>(o);
+        auto ip = to_ip(rtnl_neigh_get_dst(n));
+        if (!ip) return;  // bridge FDB entries and the like
+        Neighbour out;
+        out.ifindex = rtnl_neigh_get_ifindex(n);
+        out.address = *ip;
+        out.mac = to_mac(rtnl_neigh_get_lladdr(n));
+        const int state = rtnl_neigh_get_state(n);
+        out.nud = static_cast<std::uint16_t>(state < 0 ? 0 : state);
+        out.state = (out.nud & kResolvedNud) && out.mac ? NeighbourState::Resolved : NeighbourState::Unresolved;
+        k.neighbours.push_back(std::move(out));
+    });
+    return k;
+}
+
+}  // namespace dpo::kernel
