@@ -494,14 +494,16 @@ private:
     std::map<Key, std::pair<std::string, std::string>> seen_;
 };
 
-void check_relations(Checker& c, const Mapping& m, const json& doc) {
+// `indices[i]` is where m.interfaces[i] sits in the file: interfaces that failed their
+// own checks are left out, and the rest are still compared with each other.
+void check_relations(Checker& c, const Mapping& m, const std::vector<std::size_t>& indices, const json& doc) {
     FirstSeen<std::string> names, netdevs;
     FirstSeen<std::uint16_t> vlans;
     FirstSeen<std::uint32_t> vnis;
     const std::string ifs = "/interfaces";
     for (std::size_t i = 0; i < m.interfaces.size(); ++i) {
         const Interface& itf = m.interfaces[i];
-        const auto at = child(ifs, i);
+        const auto at = child(ifs, indices[i]);
         if (auto dup = names.add(itf.name, child(at, "name"), itf.name))
             c.problem(child(at, "name"), "interface name " + in_quotes(itf.name) + " is " + *dup);
         if (auto dup = netdevs.add(itf.netdev, child(at, "netdev"), itf.name))
@@ -576,14 +578,7 @@ Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string
     if (doc.contains("vxlan")) m.vxlan = check_vxlan(c, doc["vxlan"], "/vxlan");
     if (doc.contains("aci")) m.aci = check_aci(c, doc["aci"], "/aci");
     if (doc.contains("evpn")) m.evpn = check_evpn(c, doc["evpn"], "/evpn");
-    if (doc.contains("route_table")) {
-        // 0 is "unspecified" to the kernel; table ids are 32-bit.
-        if (auto t = u32(c.integer(doc["route_table"], "/route_table", 1, 4294967295u, "a route table id")))
-            m.route_table = *t;
-    }
-    if (doc.contains("nat")) m.nat = check_nat(c, doc["nat"], "/nat");
-
-    bool interfaces_complete = false;
+    std::vector<std::size_t> indices;
     if (doc.contains("interfaces")) {
         const json& ifs = doc["interfaces"];
         if (!ifs.is_array()) {
@@ -591,17 +586,21 @@ Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string
         } else if (ifs.empty()) {
             c.problem("/interfaces", "at least one interface is needed");
         } else {
-            interfaces_complete = true;
             for (std::size_t i = 0; i < ifs.size(); ++i) {
-                auto itf = check_interface(c, ifs[i], child(std::string("/interfaces"), i));
-                if (itf) m.interfaces.push_back(std::move(*itf));
-                else interfaces_complete = false;
+                if (auto itf = check_interface(c, ifs[i], child(std::string("/interfaces"), i))) {
+                    m.interfaces.push_back(std::move(*itf));
+                    indices.push_back(i);
+                }
             }
         }
     }
-    // Relations compare interfaces with each other and with the top-level sections;
-    // with an interface missing they would report noise, so they wait for a clean list.
-    if (interfaces_complete) check_relations(c, m, doc);
+    if (doc.contains("nat")) m.nat = check_nat(c, doc["nat"], "/nat");
+    if (doc.contains("route_table")) {
+        // 0 is "unspecified" to the kernel; table ids are 32-bit.
+        if (auto t = u32(c.integer(doc["route_table"], "/route_table", 1, 4294967295u, "a route table id")))
+            m.route_table = *t;
+    }
+    check_relations(c, m, indices, doc);
 
     if (!problems.empty()) return fail(std::move(problems));
     return m;

@@ -400,3 +400,14 @@ TEST_CASE("an interface list that is empty or not a list is refused") {
     d["interfaces"] = json::object();
     CHECK(has(problems_of(d), "/interfaces", "must be an array"));
 }
+
+TEST_CASE("interfaces that fail their own checks do not hide relations between the others") {
+    json d = spec();
+    d["interfaces"][0]["vlan"] = 4095;           // interface 0 is broken
+    d["interfaces"][3]["netdev"] = "svi-green";  // and 3 collides with 1
+    auto ps = problems_of(d);
+    INFO(all(ps));
+    CHECK(ps.size() == 2);
+    CHECK(has(ps, "/interfaces/0/vlan", "out of range"));
+    CHECK(has(ps, "/interfaces/3/netdev", "already used by interface 'green' (/interfaces/1/netdev)"));
+}
