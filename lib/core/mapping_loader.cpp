@@ -195,6 +195,16 @@ public:
         return value;
     }
 
+    // An optional integer member: absent leaves `out` at its default. False on a problem.
+    template <class T>
+    bool optional_integer(const json& obj, const std::string& at, std::string_view key, T& out, std::uint64_t min,
+                          std::uint64_t max, std::string_view what) {
+        if (!obj.contains(key)) return true;
+        auto v = integer(obj[key], child(at, key), min, max, what);
+        if (v) out = static_cast<T>(*v);
+        return v.has_value();
+    }
+
     std::optional<std::string> string(const json& v, const std::string& at, std::string_view what) {
         if (!v.is_string()) {
             problem(at, std::string(what) + " must be a string, not " + type_name(v));
@@ -260,11 +270,7 @@ std::optional<VxlanDevice> check_vxlan(Checker& c, const json& v, const std::str
         ok &= d.has_value();
         if (d) out.device = *d;
     }
-    if (v.contains("port")) {
-        auto p = u16(c.integer(v["port"], child(at, "port"), 1, 65535, "a UDP port"));
-        ok &= p.has_value();
-        if (p) out.port = *p;
-    }
+    ok &= c.optional_integer(v, at, "port", out.port, 1, 65535, "a UDP port");
     return ok && v.contains("device") ? std::optional(out) : std::nullopt;
 }
 
@@ -277,11 +283,7 @@ std::optional<AciFabric> check_aci(Checker& c, const json& v, const std::string&
     if (!c.object(v, at, {"vlan", "local_vtep"}, {"local_vtep"})) return std::nullopt;
     AciFabric out;
     bool ok = true;
-    if (v.contains("vlan")) {
-        auto vid = u16(c.integer(v["vlan"], child(at, "vlan"), 1, 4094, "a VLAN id"));
-        ok &= vid.has_value();
-        if (vid) out.vlan = *vid;
-    }
+    ok &= c.optional_integer(v, at, "vlan", out.vlan, 1, 4094, "a VLAN id");
     auto vtep = check_local_vtep(c, v, at);
     if (!vtep) return std::nullopt;
     out.local_vtep = *vtep;
@@ -372,11 +374,7 @@ std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
         return std::nullopt;
     Nat out;
     bool ok = v.contains("zone") && v.contains("pool");
-    if (v.contains("zone")) {
-        auto z = u16(c.integer(v["zone"], child(at, "zone"), 0, 65535, "a conntrack zone"));
-        ok &= z.has_value();
-        if (z) out.zone = *z;
-    }
+    ok &= c.optional_integer(v, at, "zone", out.zone, 0, 65535, "a conntrack zone");
     if (v.contains("pool")) {
         const auto p = child(at, "pool");
         const json& pool = v["pool"];
@@ -456,17 +454,9 @@ std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
                           " ports does not fit the port range: set 'chunk_size'");
         ok = false;
     }
-    if (v.contains("max_chunks_per_subscriber")) {
-        auto m = u32(c.integer(v["max_chunks_per_subscriber"], child(at, "max_chunks_per_subscriber"), 1, 65535,
-                               "a chunk count"));
-        ok &= m.has_value();
-        if (m) out.max_chunks_per_subscriber = *m;
-    }
-    if (v.contains("chunk_idle_seconds")) {
-        auto s = u32(c.integer(v["chunk_idle_seconds"], child(at, "chunk_idle_seconds"), 1, 86400, "an idle time in seconds"));
-        ok &= s.has_value();
-        if (s) out.chunk_idle_seconds = *s;
-    }
+    ok &= c.optional_integer(v, at, "max_chunks_per_subscriber", out.max_chunks_per_subscriber, 1, 65535,
+                             "a chunk count");
+    ok &= c.optional_integer(v, at, "chunk_idle_seconds", out.chunk_idle_seconds, 1, 86400, "an idle time in seconds");
     // All of a subscriber's chunks sit on one public address (paired pooling), so
     // they must fit the port range of one address.
     if (ok && out.max_chunks_per_subscriber > out.chunks_per_address()) {
@@ -595,11 +585,8 @@ Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string
         }
     }
     if (doc.contains("nat")) m.nat = check_nat(c, doc["nat"], "/nat");
-    if (doc.contains("route_table")) {
-        // 0 is "unspecified" to the kernel; table ids are 32-bit.
-        if (auto t = u32(c.integer(doc["route_table"], "/route_table", 1, 4294967295u, "a route table id")))
-            m.route_table = *t;
-    }
+    // 0 is "unspecified" to the kernel; table ids are 32-bit.
+    (void)c.optional_integer(doc, "", "route_table", m.route_table, 1, 4294967295u, "a route table id");
     check_relations(c, m, indices, doc);
 
     if (!problems.empty()) return fail(std::move(problems));

@@ -16,23 +16,6 @@ import tempfile
 
 import jsonschema
 
-SPEC_EXAMPLE = {
-    "uplink": "p0",
-    "vxlan": {"device": "vxlan0", "port": 4789},
-    "aci": {"vlan": 2, "local_vtep": "10.0.2.1"},
-    "evpn": {"local_vtep": "10.0.1.1"},
-    "interfaces": [
-        {"name": "blue", "netdev": "p0.100", "role": "inner", "vlan": 100},
-        {"name": "green", "netdev": "svi-green", "role": "inner", "evpn": {"vni": 5001, "remote_vtep": "10.0.1.2"}},
-        {"name": "web", "netdev": "svi-web", "role": "inner", "aci": {"vni": 6001, "remote_vtep": "10.0.2.10"}},
-        {"name": "transit", "netdev": "p0.200", "role": "outer", "vlan": 200},
-    ],
-    "nat": {"zone": 1, "pool": ["198.51.100.0/28"], "ports": {"first": 1024, "last": 65535},
-            "chunk_size": 512, "max_chunks_per_subscriber": 4, "chunk_idle_seconds": 120},
-    "route_table": 254,
-}
-
-
 def setp(path, value):
     def f(d):
         *parents, last = path.strip('/').split('/')
@@ -180,6 +163,8 @@ def main():
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     run = Run(args.dpoffloadd, validator)
+    # SPEC.md's example, verbatim; the C++ loader tests read the same file.
+    spec_example = json.loads((root / 'test' / 'data' / 'spec-example.json').read_text())
 
     examples = sorted((root / 'examples').glob('*.json'))
     run.check('examples exist', len(examples) >= 3, f'found {examples}')
@@ -192,14 +177,14 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         for what, mutate in GOOD:
-            doc = copy.deepcopy(SPEC_EXAMPLE)
+            doc = copy.deepcopy(spec_example)
             mutate(doc)
             errs = run.schema_errors(doc)
             run.check(f'schema accepts: {what}', not errs, '; '.join(e.message for e in errs))
             code, err, _ = run.loader(doc, tmp)
             run.check(f'loader accepts: {what}', code == 0, err.strip())
         for what, mutate, path, schema_too in BAD:
-            doc = copy.deepcopy(SPEC_EXAMPLE)
+            doc = copy.deepcopy(spec_example)
             mutate(doc)
             code, err, file = run.loader(doc, tmp)
             shown = path if path else '(document)'

@@ -26,6 +26,15 @@ dpo::Link vlan_link(int ifindex, const char* name, int parent, std::uint16_t vid
     return l;
 }
 
+dpo::KernelState with_uplink() {
+    dpo::KernelState k;
+    dpo::Link& uplink = k.links[2];
+    uplink.ifindex = 2;
+    uplink.name = "p0";
+    uplink.up = true;
+    return k;
+}
+
 bool finding(const std::vector<dpo::Finding>& fs, bool ok, const std::string& words) {
     for (const auto& f : fs)
         if (f.ok == ok && f.text.find(words) != std::string::npos) return true;
@@ -35,12 +44,7 @@ bool finding(const std::vector<dpo::Finding>& fs, bool ok, const std::string& wo
 }  // namespace
 
 TEST_CASE("the kernel view matches interfaces to their netdevs and what lies on them") {
-    dpo::KernelState k;
-    dpo::Link uplink;
-    uplink.ifindex = 2;
-    uplink.name = "p0";
-    uplink.up = true;
-    k.links[2] = uplink;
+    dpo::KernelState k = with_uplink();
     k.links[3] = vlan_link(3, "p0.100", 2, 100);
     k.addresses.push_back({3, *dpo::IpPrefix::parse("10.100.0.1/24")});
     k.routes.push_back({*dpo::IpPrefix::parse("10.100.0.0/24"), 254, 0, 1, 2, {{std::nullopt, 3}}});
@@ -63,12 +67,7 @@ TEST_CASE("the kernel view matches interfaces to their netdevs and what lies on 
 }
 
 TEST_CASE("a VLAN netdev of the wrong id or on the wrong lower device is flagged") {
-    dpo::KernelState k;
-    dpo::Link uplink;
-    uplink.ifindex = 2;
-    uplink.name = "p0";
-    uplink.up = true;
-    k.links[2] = uplink;
+    dpo::KernelState k = with_uplink();
     k.links[3] = vlan_link(3, "p0.100", 2, 101);
     k.links[4] = vlan_link(4, "p0.200", 9, 200);
     auto fs = dpo::inspect_kernel(two_vlans(), k);

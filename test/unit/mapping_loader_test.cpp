@@ -3,6 +3,9 @@
 // refused, where and why.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "core/mapping_loader.hpp"
@@ -11,30 +14,16 @@ using nlohmann::json;
 
 namespace {
 
-// SPEC.md's example, verbatim.
-const char* const kSpecExample = R"({
-  "uplink": "p0",
-  "vxlan": { "device": "vxlan0", "port": 4789 },
-  "aci": { "vlan": 2, "local_vtep": "10.0.2.1" },
-  "evpn": { "local_vtep": "10.0.1.1" },
-  "interfaces": [
-    { "name": "blue",    "netdev": "p0.100",  "role": "inner", "vlan": 100 },
-    { "name": "green",   "netdev": "svi-green",  "role": "inner", "evpn": { "vni": 5001, "remote_vtep": "10.0.1.2" } },
-    { "name": "web",     "netdev": "svi-web", "role": "inner", "aci":  { "vni": 6001, "remote_vtep": "10.0.2.10" } },
-    { "name": "transit", "netdev": "p0.200",  "role": "outer", "vlan": 200 }
-  ],
-  "nat": {
-    "zone": 1,
-    "pool": ["198.51.100.0/28"],
-    "ports": { "first": 1024, "last": 65535 },
-    "chunk_size": 512,
-    "max_chunks_per_subscriber": 4,
-    "chunk_idle_seconds": 120
-  },
-  "route_table": 254
-})";
+// SPEC.md's example, verbatim; test/schema/test_schema.py reads the same file.
+std::string spec_text() {
+    std::ifstream in(DPO_TEST_DATA_DIR "/spec-example.json");
+    REQUIRE(in);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
 
-json spec() { return json::parse(kSpecExample); }
+json spec() { return json::parse(spec_text()); }
 
 dpo::Problems problems_of(const json& doc) {
     auto r = dpo::parse_mapping(doc.dump(2), "m.json");
@@ -64,7 +53,7 @@ bool has(const dpo::Problems& ps, const std::string& path, const std::string& wo
 }  // namespace
 
 TEST_CASE("SPEC.md's example loads into typed values") {
-    auto r = dpo::parse_mapping(kSpecExample, "spec.json");
+    auto r = dpo::parse_mapping(spec_text(), "spec.json");
     REQUIRE(r.ok());
     const dpo::Mapping& m = *r;
     CHECK(m.uplink == "p0");
