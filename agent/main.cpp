@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/compile/compiler.hpp"
 #include "core/inventory.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
@@ -26,11 +27,12 @@ const char* const kDefaultConfig = "/etc/dpoffload/mapping.json";
 
 void usage(FILE* to) {
     std::fprintf(to,
-                 "usage: dpoffloadd [--config FILE] [--check | --show]\n"
+                 "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
                  "      --show         print the mapping and the kernel state it sees, and exit\n"
+                 "      --dry-run      print the tc rules it would install, as tc commands, and exit\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -73,6 +75,24 @@ int show(const std::string& file) {
     std::printf("Kernel (%zu links, %zu addresses, %zu routes, %zu neighbours)\n", k->links.size(),
                 k->addresses.size(), k->routes.size(), k->neighbours.size());
     for (const auto& f : dpo::inspect_kernel(*m, *k)) std::printf("  %s %s\n", f.ok ? "ok  " : "WARN", f.text.c_str());
+    return kExitOk;
+}
+
+int dry_run(const std::string& file) {
+    auto m = dpo::load_mapping(file);
+    if (!m) {
+        print_problems(m.error());
+        return kExitFailure;
+    }
+    auto k = dpo::kernel::read_kernel_state();
+    if (!k) {
+        std::fprintf(stderr, "cannot read the kernel state: %s\n", k.error().c_str());
+        return kExitFailure;
+    }
+    const auto program = dpo::compile::compile(*m, *k);
+    std::printf("# dpoffloadd --dry-run: %zu rules for %s; nothing was changed\n", program.rules.size(), file.c_str());
+    for (const auto& r : program.rules) std::printf("# %s\n%s\n", r.why.c_str(), dpo::tc::to_tc_command(r).c_str());
+    for (const auto& n : program.notes) std::printf("# note: %s\n", n.c_str());
     return kExitOk;
 }
 
@@ -151,10 +171,11 @@ int run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kVersion };
+    enum { kCheck = 256, kShow, kDryRun, kVersion };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
-        {"show", no_argument, nullptr, kShow},       {"help", no_argument, nullptr, 'h'},
+        {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
+        {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
     std::string config = kDefaultConfig;
@@ -164,8 +185,9 @@ int main(int argc, char** argv) {
             case 'c': config = optarg; break;
             case kCheck:
             case kShow:
+            case kDryRun:
                 if (mode && mode != c) {
-                    std::fprintf(stderr, "dpoffloadd: --check and --show exclude each other\n");
+                    std::fprintf(stderr, "dpoffloadd: --check, --show and --dry-run exclude each other\n");
                     return kExitUsage;
                 }
                 mode = c;
@@ -183,6 +205,7 @@ int main(int argc, char** argv) {
     try {
         if (mode == kCheck) return check(config);
         if (mode == kShow) return show(config);
+        if (mode == kDryRun) return dry_run(config);
         return run(config);
     } catch (const std::exception& e) {
         // Only broken invariants get here; say so rather than abort silently.

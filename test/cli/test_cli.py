@@ -82,6 +82,9 @@ def main():
     check('an unknown option is a usage error (exit 2)', p.returncode == 2, f'exit {p.returncode}')
     p = subprocess.run([exe, '--check', '--show', '--config', str(example)], capture_output=True, text=True)
     check('--check with --show is a usage error', p.returncode == 2, f'exit {p.returncode}')
+    p = subprocess.run([exe, '--dry-run', '--config', str(example)], capture_output=True, text=True)
+    check('--dry-run runs on any Linux machine and says it changed nothing',
+          p.returncode == 0 and 'nothing was changed' in p.stdout, p.stdout + p.stderr)
     p = subprocess.run([exe, '--check', '--config', str(example)], capture_output=True, text=True)
     check('--check on a valid file exits 0', p.returncode == 0 and 'valid, 3 interfaces' in p.stdout, p.stdout + p.stderr)
 

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "compiler.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "pipeline.hpp"
+#include "route_lookup.hpp"
+
+namespace dpo::compile {
+
+namespace {
+
+constexpr std::uint8_t kRtnUnicast = 1;
+
+std::uint32_t process_chain(Role r) { return r == Role::Inner ? kChainInner : kChainOuter; }
+
+std::uint16_t route_prio(const IpPrefix& p) {
+    return p.address.family == Family::V4 ? static_cast<std::uint16_t>(kPrioRouteV4Base + (32 - p.length))
+                                          : static_cast<std::uint16_t>(kPrioRouteV6Base + (128 - p.length));
+}
+
+std::uint16_t ip_ethtype(Family f) { return f == Family::V4 ? tc::kEthIpv4 : tc::kEthIpv6; }
+
+// Never routed: link-local and multicast destinations belong to the kernel.
+bool never_routed(const IpAddress& a) {
+    if (a.family == Family::V4) return (a.bytes[0] >= 224 && a.bytes[0] <= 239) || (a.bytes[0] == 169 && a.bytes[1] == 254);
+    return a.bytes[0] == 0xff || (a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80);
+}
+
+// The routing chain of one role, for VLAN-tagged traffic on the uplink.
+class RoutingChain {
+public:
+    RoutingChain(const Mapping& m, const KernelState& k, const Link& uplink, Role role, Program& out)
+        : m_(m), k_(k), uplink_(uplink), role_(role), chain_(process_chain(role)), out_(out),
+          routes_(k.routes, m.route_table) {}
+
+    void emit() {
+        ttl_expiring(Family::V4);
+        ttl_expiring(Family::V6);
+        to_the_host();
+        for (const Route* r : routes_.best_routes()) route(*r);
+        for (const Neighbour& n : k_.neighbours) connected_neighbour(n);
+    }
+
+private:
+    tc::Rule rule(std::uint16_t prio, Family f, std::string why) {
+        tc::Rule r;
+        r.dev = m_.uplink;
+        r.chain = chain_;
+        r.prio = prio;
+        r.protocol = tc::kEth8021Q;  // the tag is still on: it comes off only in a forwarding rule
+        r.match.vlan_ethtype = ip_ethtype(f);
+        r.why = std::move(why);
+        return r;
+    }
+
+    void to_kernel(tc::Rule r) {
+        r.actions = {tc::Pass{}};
+        out_.rules.push_back(std::move(r));
+    }
+
+    // TTL / hop limit 0 or 1: the kernel answers with ICMP time exceeded.
+    void ttl_expiring(Family f) {
+        auto r = rule(f == Family::V4 ? kPrioTtlV4 : kPrioTtlV6, f, "ttl <= 1: the kernel answers time exceeded");
+        r.match.ip_ttl = tc::Masked<std::uint8_t>{0, 0xfe};
+        to_kernel(std::move(r));
+    }
+
+    void to_the_host() {
+        std::set<IpAddress> local;
+        for (const Address& a : k_.addresses)
+            if (!never_routed(a.prefix.address)) local.insert(a.prefix.address);
+        for (const IpAddress& a : local) {
+            const bool v4 = a.family == Family::V4;
+            auto r = rule(v4 ? kPrioHostV4 : kPrioHostV6, a.family, "to the host itself");
+            r.match.dst_ip = IpPrefix{a, static_cast<std::uint8_t>(v4 ? 32 : 128)};
+            to_kernel(std::move(r));
+        }
+        const IpPrefix kernel_only[] = {*IpPrefix::parse("224.0.0.0/4"), *IpPrefix::parse("255.255.255.255/32"),
+                                        *IpPrefix::parse("169.254.0.0/16"), *IpPrefix::parse("ff00::/8"),
+                                        *IpPrefix::parse("fe80::/10")};
+        for (const IpPrefix& p : kernel_only) {
+            const bool v4 = p.address.family == Family::V4;
+            auto r = rule(v4 ? kPrioHostV4 : kPrioHostV6, p.address.family, "multicast, broadcast, link-local");
+            r.match.dst_ip = p;
+            to_kernel(std::move(r));
+        }
+    }
+
+    // The egress interface a nexthop device stands for, if the fast path can send there.
+    const Interface* egress(int ifindex) const {
+        const auto it = k_.links.find(ifindex);
+        if (it == k_.links.end()) return nullptr;
+        const Interface* i = m_.find_by_netdev(it->second.name);
+        if (!i || !std::holds_alternative<VlanEncap>(i->encap)) return nullptr;
+        return i;
+    }
+
+    // Why the fast path cannot carry traffic toward `egress_if` from this role, or "".
+    std::string refusal(const Interface& egress_if, Family f) const {
+        if (role_ == Role::Inner && egress_if.role == Role::Outer && f == Family::V4 && m_.nat)
+            return "inner -> outer IPv4 needs NAT, which is not in the fast path yet";
+        return "";
+    }
+
+    const Neighbour* resolved(int ifindex, const IpAddress& a) const {
+        for (const Neighbour& n : k_.neighbours)
+            if (n.ifindex == ifindex && n.address == a && n.state == NeighbourState::Resolved && n.mac) return &n;
+        return nullptr;
+    }
+
+    // Routing, re-tag and egress: groups 2 (pop), 3 and 4 of the flow chart.
+    void forward(tc::Rule r, const Interface& egress_if, const Link& egress_link, const Mac& nexthop_mac) {
+        const bool v4 = r.match.vlan_ethtype == tc::kEthIpv4;
+        const auto vid = std::get<VlanEncap>(egress_if.encap).vid;
+        tc::Rewrite rw;
+        rw.eth_dst = nexthop_mac;
+        rw.eth_src = egress_link.mac;
+        rw.dec_ttl = v4;
+        rw.dec_hoplimit = !v4;
+        // Built in one piece: GCC 12 warns falsely (maybe-uninitialized) on
+        // push_back of variant temporaries here.
+        std::vector<tc::Action> actions{rw, tc::CsumIp4h{}, tc::VlanPop{}, tc::VlanPush{vid},
+                                        tc::Redirect{uplink_.ifindex, uplink_.name, kEgressCounterVlanBase + vid}};
+        if (!v4) actions.erase(actions.begin() + 1);  // no header checksum in IPv6
+        r.actions = std::move(actions);
+        out_.rules.push_back(std::move(r));
+    }
+
+    void route(const Route& rt) {
+        const IpPrefix& dst = rt.destination;
+        const Family f = dst.address.family;
+        if (never_routed(dst.address) && dst.length > 0) return;  // covered by to_the_host()
+        auto r = rule(route_prio(dst), f, "route " + dst.str());
+        if (dst.length > 0) r.match.dst_ip = dst;  // a zero-length prefix is left unmatched
+        auto leave = [&](const std::string& why) {
+            out_.notes.push_back("route " + dst.str() + ": " + why + ": left to the kernel");
+            to_kernel(std::move(r));
+        };
+        if (rt.type != kRtnUnicast) return leave("not a unicast route");
+        if (rt.nexthops.size() != 1) return leave("multipath");
+        const Nexthop& nh = rt.nexthops.front();
+        const Interface* out_if = egress(nh.ifindex);
+        if (!out_if) return leave("egress " + k_.link_name(nh.ifindex) + " is not a mapped VLAN interface");
+        if (auto why = refusal(*out_if, f); !why.empty()) return leave(why);
+        if (!nh.gateway) {
+            // Directly connected: each resolved neighbour gets its own rule; the rest
+            // of the prefix goes to the kernel, which resolves and then tells us.
+            return to_kernel(std::move(r));
+        }
+        const Neighbour* n = resolved(nh.ifindex, *nh.gateway);
+        if (!n) return leave("gateway " + nh.gateway->str() + " unresolved");
+        forward(std::move(r), *out_if, k_.links.at(nh.ifindex), *n->mac);
+    }
+
+    // A resolved neighbour whose longest-prefix route is the connected route on its
+    // own device: forward to its MAC with a host rule.
+    void connected_neighbour(const Neighbour& n) {
+        if (n.state != NeighbourState::Resolved || !n.mac || never_routed(n.address)) return;
+        const Route* rt = routes_.lookup(n.address);
+        if (!rt || rt->type != kRtnUnicast || rt->nexthops.size() != 1) return;
+        const Nexthop& nh = rt->nexthops.front();
+        if (nh.gateway || nh.ifindex != n.ifindex) return;
+        const Interface* out_if = egress(n.ifindex);
+        const Family f = n.address.family;
+        if (!out_if || !refusal(*out_if, f).empty()) return;
+        const IpPrefix host{n.address, static_cast<std::uint8_t>(f == Family::V4 ? 32 : 128)};
+        if (routes_.exact(host)) return;  // a host route of its own decides
+        auto r = rule(route_prio(host), f, "neighbour " + n.address.str() + " on " + out_if->netdev);
+        r.match.dst_ip = host;
+        forward(std::move(r), *out_if, k_.links.at(n.ifindex), *n.mac);
+    }
+
+    const Mapping& m_;
+    const KernelState& k_;
+    const Link& uplink_;
+    Role role_;
+    std::uint32_t chain_;
+    Program& out_;
+    RouteLookup routes_;
+};
+
+}  // namespace
+
+Program compile(const Mapping& m, const KernelState& k) {
+    Program p;
+    const Link* uplink = k.link_by_name(m.uplink);
+    if (!uplink) {
+        p.notes.push_back("uplink " + m.uplink + " does not exist: no rules");
+        return p;
+    }
+
+    // Group 1: shared ingress.
+    tc::Rule ingress;
+    ingress.dev = m.uplink;
+    ingress.chain = kChainSharedIngress;
+    ingress.prio = kPrioIngress;
+    ingress.protocol = tc::kEth8021Q;
+    ingress.actions = {tc::Goto{kChainClassify}};
+    ingress.why = "shared ingress";
+    p.rules.push_back(ingress);
+
+    // Group 2: iface = f(vlan). The tag stays on until a rule decides to forward.
+    std::set<Role> roles;
+    for (const Interface& i : m.interfaces) {
+        const auto* vlan = std::get_if<VlanEncap>(&i.encap);
+        if (!vlan) continue;
+        tc::Rule r;
+        r.dev = m.uplink;
+        r.chain = kChainClassify;
+        r.prio = kPrioClassify;
+        r.protocol = tc::kEth8021Q;
+        r.match.vlan_id = vlan->vid;
+        r.actions = {tc::Goto{process_chain(i.role)}};
+        r.why = "iface " + i.name + " = f(vlan " + std::to_string(vlan->vid) + ")";
+        p.rules.push_back(std::move(r));
+        roles.insert(i.role);
+    }
+
+    // Group 3: process packet, per role of the ingress interface.
+    for (Role role : roles) RoutingChain(m, k, *uplink, role, p).emit();
+
+    std::sort(p.rules.begin(), p.rules.end(), [](const tc::Rule& a, const tc::Rule& b) {
+        if (a.dev != b.dev) return a.dev < b.dev;
+        if (a.chain != b.chain) return a.chain < b.chain;
+        if (a.prio != b.prio) return a.prio < b.prio;
+        return a.key() < b.key();
+    });
+    std::sort(p.notes.begin(), p.notes.end());
+    p.notes.erase(std::unique(p.notes.begin(), p.notes.end()), p.notes.end());
+    return p;
+}
+
+}  // namespace dpo::compile

@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The compiler is a pure function: mapping + kernel state -> the tc rules that
+// implement the flow chart (see pipeline.hpp for the chain layout). It never decides
+// to modify a packet it might not carry to the wire: anything it cannot carry
+// (no route, unresolved neighbour, TTL <= 1, to the host, not a mapped egress)
+// matches a rule that hands the packet to the kernel untouched, or matches nothing.
+
+#include <string>
+#include <vector>
+
+#include "core/kernel_state.hpp"
+#include "core/mapping.hpp"
+#include "core/tc/rule.hpp"
+
+namespace dpo::compile {
+
+struct Program {
+    std::vector<tc::Rule> rules;     // sorted by (dev, chain, prio, key); keys unique
+    std::vector<std::string> notes;  // what is left to the kernel, and why
+};
+
+Program compile(const Mapping& m, const KernelState& k);
+
+}  // namespace dpo::compile

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The flow chart as tc chains on the uplink's ingress. Chain numbers are pipeline
+// stages and strictly increase along a packet's path (mlx5 refuses a goto to a lower
+// chain); a miss in any chain hands the packet to the kernel unchanged.
+//
+//   chain 0      Shared ingress            802.1Q -> goto classify
+//   chain 1      Lookup interface id       vlan_id N -> goto the routing chain of iface(N)'s role
+//   chain 0x100  Process packet, inner     routing (and, later, NAT by egress role)
+//   chain 0x200  Process packet, outer     (later: NAT first), routing
+//
+// Group 3 (re-tag) and group 4 (egress) are the tail of each routing rule: there is
+// no metadata register across chains on the eswitch, so the egress interface is
+// known only in the rule that chose it.
+//
+// Inside a routing chain, prios order the checks (lower prio wins):
+//   1, 2        TTL / hop limit <= 1  -> kernel (it answers ICMP time exceeded)
+//   3, 4        to the host itself, multicast, link-local -> kernel
+//   100 + (32 - len)    IPv4 routes, longest prefix first
+//   200 + (128 - len)   IPv6 routes, longest prefix first
+// One prio per prefix length keeps longest-prefix match exact: within one prio
+// entries never overlap, and a longer prefix always has a lower prio number.
+
+#include <cstdint>
+
+namespace dpo::compile {
+
+inline constexpr std::uint32_t kChainSharedIngress = 0;
+inline constexpr std::uint32_t kChainClassify = 1;
+inline constexpr std::uint32_t kChainInner = 0x100;
+inline constexpr std::uint32_t kChainOuter = 0x200;
+
+inline constexpr std::uint16_t kPrioIngress = 1;
+inline constexpr std::uint16_t kPrioClassify = 1;
+inline constexpr std::uint16_t kPrioTtlV4 = 1;
+inline constexpr std::uint16_t kPrioTtlV6 = 2;
+inline constexpr std::uint16_t kPrioHostV4 = 3;
+inline constexpr std::uint16_t kPrioHostV6 = 4;
+inline constexpr std::uint16_t kPrioRouteV4Base = 100;  // + (32 - prefix length)
+inline constexpr std::uint16_t kPrioRouteV6Base = 200;  // + (128 - prefix length)
+
+// Shared mirred action per egress VLAN interface: its statistics are the
+// interface's egress counter. A high, fixed range keeps clear of other users.
+inline constexpr std::uint32_t kEgressCounterVlanBase = 0xd9000000;
+
+}  // namespace dpo::compile

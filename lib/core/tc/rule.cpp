@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "rule.hpp"
+
+#include <cstdio>
+
+namespace dpo::tc {
+
+namespace {
+
+std::string protocol_name(std::uint16_t p) {
+    switch (p) {
+        case kEthAll: return "all";
+        case kEthIpv4: return "ip";
+        case kEthIpv6: return "ipv6";
+        case kEth8021Q: return "802.1Q";
+        default: {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "0x%04x", p);
+            return buf;
+        }
+    }
+}
+
+std::string hex8(std::uint8_t v) {
+    char buf[5];
+    std::snprintf(buf, sizeof buf, "0x%02x", v);
+    return buf;
+}
+
+std::string match_text(const FlowerMatch& m) {
+    std::string s;
+    if (m.vlan_id) s += " vlan_id " + std::to_string(*m.vlan_id);
+    if (m.vlan_ethtype) s += " vlan_ethtype " + protocol_name(*m.vlan_ethtype);
+    if (m.dst_ip) s += " dst_ip " + m.dst_ip->str();
+    if (m.src_ip) s += " src_ip " + m.src_ip->str();
+    if (m.ip_ttl) s += " ip_ttl " + hex8(m.ip_ttl->value) + "/" + hex8(m.ip_ttl->mask);
+    return s;
+}
+
+struct ActionText {
+    std::string operator()(const Goto& g) const { return "gact goto chain " + std::to_string(g.chain); }
+    std::string operator()(const Pass&) const { return "gact ok"; }
+    std::string operator()(const Drop&) const { return "gact drop"; }
+    std::string operator()(const VlanPop&) const { return "vlan pop pipe"; }
+    std::string operator()(const VlanPush& p) const { return "vlan push id " + std::to_string(p.vid) + " pipe"; }
+    std::string operator()(const Rewrite& r) const {
+        std::string s = "pedit ex";
+        if (r.eth_dst) s += " munge eth dst set " + mac_str(*r.eth_dst);
+        if (r.eth_src) s += " munge eth src set " + mac_str(*r.eth_src);
+        if (r.dec_ttl) s += " munge ip ttl add 255";
+        if (r.dec_hoplimit) s += " munge ip6 hoplimit add 255";
+        return s + " pipe";
+    }
+    std::string operator()(const CsumIp4h&) const { return "csum iph pipe"; }
+    std::string operator()(const Redirect& r) const {
+        std::string s = "mirred egress redirect dev " + r.dev;
+        if (r.index) s += " index " + std::to_string(r.index);
+        return s;
+    }
+};
+
+}  // namespace
+
+std::string Rule::key() const {
+    return dev + " chain " + std::to_string(chain) + " prio " + std::to_string(prio) + " protocol " +
+           protocol_name(protocol) + match_text(match);
+}
+
+std::string to_tc_command(const Rule& r) {
+    std::string s = "tc filter add dev " + r.dev + " ingress chain " + std::to_string(r.chain) + " prio " +
+                    std::to_string(r.prio) + " protocol " + protocol_name(r.protocol) + " flower" + match_text(r.match);
+    for (const auto& a : r.actions) s += " action " + std::visit(ActionText{}, a);
+    return s;
+}
+
+}  // namespace dpo::tc

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The plain tc representation between the compiler and netlink: a flower match
+// (key and mask), an ordered action list and a place (chain, prio). Value types with
+// ==, so desired and installed rules compare directly, and a content key that
+// identifies a rule by what it matches, for reconciling.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/ip.hpp"
+#include "core/kernel_state.hpp"
+
+namespace dpo::tc {
+
+// Ethertypes, host order (netlink carries them big-endian).
+inline constexpr std::uint16_t kEthAll = 0x0003;
+inline constexpr std::uint16_t kEthIpv4 = 0x0800;
+inline constexpr std::uint16_t kEthIpv6 = 0x86dd;
+inline constexpr std::uint16_t kEth8021Q = 0x8100;
+
+// A value under a mask; a field matches when (packet & mask) == value.
+template <class T>
+struct Masked {
+    T value{};
+    T mask{};
+    bool operator==(const Masked&) const = default;
+};
+
+struct FlowerMatch {
+    std::optional<std::uint16_t> vlan_id;
+    std::optional<std::uint16_t> vlan_ethtype;  // the ethertype inside the tag
+    std::optional<IpPrefix> dst_ip;             // never zero-length: leave unset instead
+    std::optional<IpPrefix> src_ip;
+    std::optional<Masked<std::uint8_t>> ip_ttl;  // TTL or hop limit
+
+    bool operator==(const FlowerMatch&) const = default;
+};
+
+// Actions, in the kernel's words.
+struct Goto {       // gact goto chain N
+    std::uint32_t chain = 0;
+    bool operator==(const Goto&) const = default;
+};
+struct Pass {       // gact ok: stop here, hand the packet to the kernel as it is now
+    bool operator==(const Pass&) const = default;
+};
+struct Drop {
+    bool operator==(const Drop&) const = default;
+};
+struct VlanPop {
+    bool operator==(const VlanPop&) const = default;
+};
+struct VlanPush {
+    std::uint16_t vid = 0;
+    bool operator==(const VlanPush&) const = default;
+};
+// pedit: the header rewrites of routing. Each set field is one modify-header action
+// for mlx5; identical lists are de-duplicated by the driver.
+struct Rewrite {
+    std::optional<Mac> eth_dst;
+    std::optional<Mac> eth_src;
+    bool dec_ttl = false;       // IPv4 TTL - 1 (pedit add 0xff), one rule for every TTL
+    bool dec_hoplimit = false;  // IPv6 hop limit - 1
+    bool operator==(const Rewrite&) const = default;
+};
+struct CsumIp4h {   // csum iph: the IPv4 header checksum after a TTL change
+    bool operator==(const CsumIp4h&) const = default;
+};
+// mirred egress redirect: out of `dev`. A non-zero `index` makes the action shared
+// between rules, so its statistics count everything sent through one egress
+// interface (the flow chart's "count").
+struct Redirect {
+    int ifindex = 0;
+    std::string dev;  // for people; netlink uses ifindex
+    std::uint32_t index = 0;
+    bool operator==(const Redirect&) const = default;
+};
+
+using Action = std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect>;
+
+enum class Hook : std::uint8_t { Ingress };
+
+struct Rule {
+    std::string dev;        // the netdev whose clsact ingress holds it
+    std::uint32_t chain = 0;
+    std::uint16_t prio = 0;
+    std::uint16_t protocol = kEthAll;
+    FlowerMatch match;
+    std::vector<Action> actions;
+    std::string why;        // what the rule is for, in the flow chart's words (not compared)
+
+    // Identity for reconciling: where it sits and what it matches. Two rules with
+    // the same key are the same rule, possibly with different actions.
+    std::string key() const;
+
+    bool operator==(const Rule& o) const {
+        return dev == o.dev && chain == o.chain && prio == o.prio && protocol == o.protocol && match == o.match &&
+               actions == o.actions;
+    }
+};
+
+// The rule as a `tc filter add` command a person can read and run.
+std::string to_tc_command(const Rule& r);
+
+}  // namespace dpo::tc

@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Golden tests of the compiler, group by group of the flow chart. The kernel state
+// is a hypervisor with an uplink p0 and VLAN interfaces blue (100), red (101) and
+// transit (200, outer).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include "core/compile/compiler.hpp"
+#include "core/compile/pipeline.hpp"
+#include "core/mapping_loader.hpp"
+
+using dpo::IpAddress;
+using dpo::IpPrefix;
+
+namespace {
+
+const char* const kVlanMapping = R"({"uplink": "p0", "interfaces": [
+    {"name": "blue", "netdev": "p0.100", "role": "inner", "vlan": 100},
+    {"name": "red", "netdev": "p0.101", "role": "inner", "vlan": 101},
+    {"name": "transit", "netdev": "p0.200", "role": "outer", "vlan": 200}]})";
+
+dpo::Mapping mapping(const std::string& extra_nat = "") {
+    std::string text = kVlanMapping;
+    if (!extra_nat.empty()) text = text.substr(0, text.size() - 1) + ", " + extra_nat + "}";
+    auto r = dpo::parse_mapping(text, "m.json");
+    REQUIRE(r.ok());
+    return *r;
+}
+
+dpo::Mac mac(std::uint8_t a, std::uint8_t b) { return {2, 0, 0, 0, a, b}; }
+
+struct Hypervisor {
+    dpo::KernelState k;
+
+    Hypervisor() {
+        link(2, "p0", "", 0, 0, mac(0, 1));
+        link(3, "p0.100", "vlan", 2, 100, mac(0x10, 0));
+        link(4, "p0.101", "vlan", 2, 101, mac(0x10, 1));
+        link(5, "p0.200", "vlan", 2, 200, mac(0x20, 0));
+        link(6, "eth0", "", 0, 0, mac(0xee, 0));
+        address(3, "10.100.0.1/24");
+        address(4, "10.101.0.1/24");
+        address(5, "10.200.0.1/24");
+        address(6, "192.0.2.10/24");
+        address(3, "fd00:100::1/64");
+        address(5, "fd00:200::1/64");
+        address(3, "fe80::10:0/64");
+        connected("10.100.0.0/24", 3);
+        connected("10.101.0.0/24", 4);
+        connected("10.200.0.0/24", 5);
+        connected("192.0.2.0/24", 6);
+        connected("fd00:100::/64", 3);
+        connected("fd00:200::/64", 5);
+        connected("fe80::/64", 3);
+        via("0.0.0.0/0", "10.200.0.254", 5);
+        via("10.50.0.0/16", "10.100.0.2", 3);
+        via("::/0", "fd00:200::fe", 5);
+        neighbour(3, "10.100.0.2", mac(1, 2));
+        neighbour(4, "10.101.0.2", mac(1, 3));
+        neighbour(5, "10.200.0.254", mac(2, 0xfe));
+        neighbour(3, "fd00:100::2", mac(1, 2));
+        neighbour(5, "fd00:200::fe", mac(2, 0xfe));
+    }
+
+    void link(int ifindex, const char* name, const char* kind, int parent, std::uint16_t vid, dpo::Mac m) {
+        dpo::Link& l = k.links[ifindex];
+        l.ifindex = ifindex;
+        l.name = name;
+        l.kind = kind;
+        l.parent_ifindex = parent;
+        if (vid) l.vlan_id = vid;
+        l.mac = m;
+        l.up = true;
+    }
+    void address(int ifindex, const char* p) { k.addresses.push_back({ifindex, *IpPrefix::parse(p)}); }
+    dpo::Route& add_route(const char* dst) {
+        dpo::Route r;
+        r.destination = *IpPrefix::parse(dst);
+        r.table = 254;
+        r.type = 1;
+        k.routes.push_back(r);
+        return k.routes.back();
+    }
+    void connected(const char* dst, int ifindex) { add_route(dst).nexthops = {{std::nullopt, ifindex}}; }
+    dpo::Route& via(const char* dst, const char* gw, int ifindex) {
+        dpo::Route& r = add_route(dst);
+        r.nexthops = {{*IpAddress::parse(gw), ifindex}};
+        return r;
+    }
+    void neighbour(int ifindex, const char* ip, std::optional<dpo::Mac> m) {
+        dpo::Neighbour n;
+        n.ifindex = ifindex;
+        n.address = *IpAddress::parse(ip);
+        n.mac = m;
+        n.state = m ? dpo::NeighbourState::Resolved : dpo::NeighbourState::Unresolved;
+        k.neighbours.push_back(n);
+    }
+};
+
+std::vector<std::string> commands(const dpo::compile::Program& p, std::uint32_t chain) {
+    std::vector<std::string> out;
+    for (const auto& r : p.rules)
+        if (r.chain == chain) out.push_back(dpo::tc::to_tc_command(r));
+    return out;
+}
+
+// The one rule of `chain` whose command contains `words`, or "" if not exactly one.
+std::string the_rule(const dpo::compile::Program& p, std::uint32_t chain, const std::string& words) {
+    std::string found;
+    int n = 0;
+    for (const auto& c : commands(p, chain))
+        if (c.find(words) != std::string::npos) {
+            found = c;
+            ++n;
+        }
+    return n == 1 ? found : "";
+}
+
+bool has_rule(const dpo::compile::Program& p, std::uint32_t chain, const std::string& words) {
+    return !the_rule(p, chain, words).empty();
+}
+
+constexpr std::uint32_t kInner = dpo::compile::kChainInner;
+constexpr std::uint32_t kOuter = dpo::compile::kChainOuter;
+
+}  // namespace
+
+TEST_CASE("group 1, shared ingress: chain 0 sends tagged traffic to classification") {
+    auto p = dpo::compile::compile(mapping(), Hypervisor().k);
+    CHECK(commands(p, 0) ==
+          std::vector<std::string>{"tc filter add dev p0 ingress chain 0 prio 1 protocol 802.1Q flower "
+                                   "action gact goto chain 1"});
+}
+
+TEST_CASE("group 2, lookup interface id: iface = f(vlan), jumping to its role's chain, tag still on") {
+    auto p = dpo::compile::compile(mapping(), Hypervisor().k);
+    CHECK(commands(p, 1) == std::vector<std::string>{
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 100 "
+                                "action gact goto chain 256",
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 101 "
+                                "action gact goto chain 256",
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 200 "
+                                "action gact goto chain 512",
+                            });
+}
+
+TEST_CASE("group 3, routing: a route via a resolved gateway rewrites MACs, decrements TTL, re-tags, egresses") {
+    auto p = dpo::compile::compile(mapping(), Hypervisor().k);
+    // inner -> inner: 10.50.0.0/16 via 10.100.0.2 on blue
+    CHECK(the_rule(p, kInner, "dst_ip 10.50.0.0/16") ==
+          "tc filter add dev p0 ingress chain 256 prio 116 protocol 802.1Q flower vlan_ethtype ip "
+          "dst_ip 10.50.0.0/16 action pedit ex munge eth dst set 02:00:00:00:01:02 munge eth src set "
+          "02:00:00:00:10:00 munge ip ttl add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id "
+          "100 pipe action mirred egress redirect dev p0 index 3640655972");
+    // inner -> outer without nat: the default route via transit, zero-length prefix left unmatched
+    CHECK(the_rule(p, kInner, "prio 132 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip "
+          "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip ttl "
+          "add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id 200 pipe action mirred "
+          "egress redirect dev p0 index 3640656072");
+    // IPv6: hop limit, no header checksum
+    CHECK(the_rule(p, kInner, "prio 328 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 328 protocol 802.1Q flower vlan_ethtype ipv6 "
+          "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip6 "
+          "hoplimit add 255 pipe action vlan pop pipe action vlan push id 200 pipe action mirred egress redirect "
+          "dev p0 index 3640656072");
+}
+
+TEST_CASE("group 3, routing: connected destinations go by their resolved neighbour, one rule each") {
+    auto p = dpo::compile::compile(mapping(), Hypervisor().k);
+    CHECK(has_rule(p, kOuter, "dst_ip 10.100.0.2/32 action pedit ex munge eth dst set 02:00:00:00:01:02 munge eth "
+                              "src set 02:00:00:00:10:00"));
+    CHECK(has_rule(p, kOuter, "dst_ip 10.101.0.2/32 action pedit ex munge eth dst set 02:00:00:00:01:03"));
+    CHECK(has_rule(p, kOuter, "dst_ip fd00:100::2/128 action pedit"));
+    // The rest of a connected prefix is the kernel's: it resolves, then the watcher tells us.
+    CHECK(the_rule(p, kOuter, "dst_ip 10.100.0.0/24") ==
+          "tc filter add dev p0 ingress chain 512 prio 108 protocol 802.1Q flower vlan_ethtype ip "
+          "dst_ip 10.100.0.0/24 action gact ok");
+}
+
+TEST_CASE("the fast path leaves to the kernel what it cannot carry") {
+    Hypervisor h;
+    h.neighbour(5, "10.200.0.7", std::nullopt);  // unresolved
+    h.via("10.60.0.0/16", "10.100.0.99", 3);    // gateway without a neighbour
+    h.via("10.70.0.0/16", "192.0.2.1", 6);      // egress not a mapped interface
+    auto& mp = h.add_route("10.80.0.0/16");     // multipath
+    mp.nexthops = {{*IpAddress::parse("10.100.0.2"), 3}, {*IpAddress::parse("10.101.0.2"), 4}};
+    h.add_route("10.90.0.0/16").type = 6;       // blackhole
+    auto p = dpo::compile::compile(mapping(), h.k);
+
+    // TTL <= 1: the kernel answers time exceeded.
+    CHECK(the_rule(p, kInner, "prio 1 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 1 protocol 802.1Q flower vlan_ethtype ip "
+          "ip_ttl 0x00/0xfe action gact ok");
+    CHECK(the_rule(p, kInner, "prio 2 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 2 protocol 802.1Q flower vlan_ethtype ipv6 "
+          "ip_ttl 0x00/0xfe action gact ok");
+    // To the host, on any of its devices; multicast, broadcast and link-local.
+    for (const char* local : {"10.100.0.1/32", "10.200.0.1/32", "192.0.2.10/32", "fd00:100::1/128",
+                              "224.0.0.0/4", "255.255.255.255/32", "ff00::/8", "fe80::/10"})
+        CHECK(the_rule(p, kInner, std::string("dst_ip ") + local + " action gact ok") != "");
+    CHECK_FALSE(has_rule(p, kInner, "fe80::10:0/128"));  // covered by fe80::/10
+
+    CHECK_FALSE(has_rule(p, kInner, "dst_ip 10.200.0.7/32"));
+    for (const char* prefix : {"10.60.0.0/16", "10.70.0.0/16", "10.80.0.0/16", "10.90.0.0/16"})
+        CHECK(has_rule(p, kInner, std::string("dst_ip ") + prefix + " action gact ok"));
+    const auto& notes = p.notes;
+    auto noted = [&](const std::string& w) {
+        return std::any_of(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(w) != std::string::npos; });
+    };
+    CHECK(noted("route 10.60.0.0/16: gateway 10.100.0.99 unresolved: left to the kernel"));
+    CHECK(noted("route 10.70.0.0/16: egress eth0 is not a mapped VLAN interface"));
+    CHECK(noted("route 10.80.0.0/16: multipath"));
+    CHECK(noted("route 10.90.0.0/16: not a unicast route"));
+}
+
+TEST_CASE("longest prefix match: a longer prefix always has a lower prio, and hides neighbours under it") {
+    Hypervisor h;
+    h.via("10.200.0.128/25", "10.100.0.2", 3);
+    h.neighbour(5, "10.200.0.130", mac(2, 0x82));  // under the /25 via blue, not the connected /24
+    h.neighbour(5, "10.200.0.20", mac(2, 0x14));
+    auto p = dpo::compile::compile(mapping(), h.k);
+    CHECK(has_rule(p, kInner, "prio 107 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.200.0.128/25"));
+    CHECK_FALSE(has_rule(p, kInner, "10.200.0.130/32"));
+    CHECK(has_rule(p, kInner, "prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.200.0.20/32"));
+
+    // Among routes to one prefix the lowest metric wins, as in the kernel.
+    Hypervisor g;
+    g.via("10.40.0.0/16", "10.100.0.2", 3).priority = 0;
+    auto& worse = g.add_route("10.40.0.0/16");
+    worse.priority = 100;
+    worse.nexthops = {{*IpAddress::parse("10.200.0.254"), 5}};
+    auto q = dpo::compile::compile(mapping(), g.k);
+    CHECK(has_rule(q, kInner, "dst_ip 10.40.0.0/16 action pedit ex munge eth dst set 02:00:00:00:01:02"));
+}
+
+TEST_CASE("with nat configured, inner -> outer IPv4 waits for the NAT stage; IPv6 is routed") {
+    auto p = dpo::compile::compile(mapping(R"("nat": {"zone": 1, "pool": ["198.51.100.0/28"]})"), Hypervisor().k);
+    CHECK(the_rule(p, kInner, "prio 132 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip action gact ok");
+    CHECK(has_rule(p, kInner, "prio 328 protocol 802.1Q flower vlan_ethtype ipv6 action pedit"));
+    CHECK(has_rule(p, kInner, "dst_ip 10.50.0.0/16 action pedit"));          // inner -> inner
+    CHECK(has_rule(p, kOuter, "prio 132 protocol 802.1Q flower vlan_ethtype ip action pedit"));  // outer -> outer
+}
+
+TEST_CASE("only routes of the mapping's table count") {
+    Hypervisor h;
+    h.via("10.30.0.0/16", "10.100.0.2", 3).table = 100;
+    auto p = dpo::compile::compile(mapping(), h.k);
+    CHECK_FALSE(has_rule(p, kInner, "10.30.0.0/16"));
+}
+
+TEST_CASE("the program is a function of the state, not of the order it was learnt in") {
+    Hypervisor h;
+    auto a = dpo::compile::compile(mapping(), h.k);
+    std::reverse(h.k.routes.begin(), h.k.routes.end());
+    std::reverse(h.k.neighbours.begin(), h.k.neighbours.end());
+    std::reverse(h.k.addresses.begin(), h.k.addresses.end());
+    auto b = dpo::compile::compile(mapping(), h.k);
+    CHECK(a.rules == b.rules);
+    std::set<std::string> keys;
+    for (const auto& r : a.rules) CHECK(keys.insert(r.key()).second);
+}
+
+TEST_CASE("no uplink, no rules") {
+    Hypervisor h;
+    h.k.links.erase(2);
+    auto p = dpo::compile::compile(mapping(), h.k);
+    CHECK(p.rules.empty());
+    REQUIRE(p.notes.size() == 1);
+    CHECK(p.notes[0] == "uplink p0 does not exist: no rules");
+}
