@@ -8,7 +8,7 @@ scripts/setup.sh
 scripts/build.sh
 
 status=0
-meson test -C build --suite unit --suite lab --print-errorlogs "$@" || status=$?
+meson test -C build --suite unit --suite lab --verbose "$@" || status=$?
 
 # meson's own summary is not a line CI reads; count its results into one that is.
 /usr/bin/python3 - build/meson-logs/testlog.json <<'PY'
