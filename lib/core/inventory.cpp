@@ -91,7 +91,8 @@ std::vector<Finding> inspect_kernel(const Mapping& m, const KernelState& k) {
             if (here && r.table == m.route_table) out.push_back({true, "  route " + route_text(k, r)});
         }
         for (const auto& n : k.neighbours) {
-            if (n.ifindex != l->ifindex) continue;
+            // Multicast "neighbours" (NOARP entries) are the kernel's bookkeeping, not hosts.
+            if (n.ifindex != l->ifindex || n.address.is_special()) continue;
             out.push_back({true, "  neighbour " + n.address.str() +
                                      (n.mac ? " lladdr " + mac_str(*n.mac) : std::string(" (no lladdr)")) +
                                      (n.state == NeighbourState::Resolved ? " resolved" : " unresolved")});
