@@ -75,9 +75,9 @@ struct CsumIp4h {   // csum iph: the IPv4 header checksum after a TTL change
 // interface (the flow chart's "count").
 struct Redirect {
     int ifindex = 0;
-    std::string dev;  // for people; netlink uses ifindex
+    std::string dev;  // for people: netlink carries only the ifindex, so == ignores it
     std::uint32_t index = 0;
-    bool operator==(const Redirect&) const = default;
+    bool operator==(const Redirect& o) const { return ifindex == o.ifindex && index == o.index; }
 };
 
 using Action = std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect>;
@@ -101,6 +101,17 @@ struct Rule {
         return dev == o.dev && chain == o.chain && prio == o.prio && protocol == o.protocol && match == o.match &&
                actions == o.actions;
     }
+};
+
+// What the kernel's dump says of one filter on a device we manage.
+struct Installed {
+    Rule rule;                    // as decoded; meaningful when `decoded`
+    std::uint32_t handle = 0;
+    bool owned = false;           // carries our cookie: ours to change or delete
+    bool decoded = false;         // every key and action understood
+    bool in_hw = false;           // TCA_CLS_FLAGS_IN_HW
+    bool not_in_hw = false;       // TCA_CLS_FLAGS_NOT_IN_HW
+    std::uint32_t in_hw_count = 0;
 };
 
 // The rule as a `tc filter add` command a person can read and run.
