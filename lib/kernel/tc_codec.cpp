@@ -1,0 +1,476 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "tc_codec.hpp"
+
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <linux/tc_act/tc_csum.h>
+#include <linux/tc_act/tc_gact.h>
+#include <linux/tc_act/tc_mirred.h>
+#include <linux/tc_act/tc_pedit.h>
+#include <linux/tc_act/tc_vlan.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace dpo::kernel {
+
+namespace {
+
+constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+
+nlmsghdr* put_tc_header(void* buf, std::uint16_t type, std::uint16_t flags, int ifindex, std::uint32_t parent,
+                        std::uint32_t handle, std::uint32_t info) {
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = static_cast<std::uint16_t>(NLM_F_REQUEST | flags);
+    auto* t = static_cast<tcmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcmsg)));
+    t->tcm_family = AF_UNSPEC;
+    t->tcm_ifindex = ifindex;
+    t->tcm_parent = parent;
+    t->tcm_handle = handle;
+    t->tcm_info = info;
+    return nlh;
+}
+
+std::uint32_t tcm_info(std::uint16_t prio, std::uint16_t protocol) {
+    return TC_H_MAKE(static_cast<std::uint32_t>(prio) << 16, htons(protocol));
+}
+
+// One pedit key: the 32-bit word at `off` of header `htype`; `keep` bytes are 0xff
+// where the packet byte stays (the kernel ANDs with it), `val` holds the new bytes.
+struct PeditKey {
+    std::uint16_t htype = 0;
+    std::uint16_t cmd = 0;
+    std::uint32_t off = 0;
+    std::array<std::uint8_t, 4> keep{};
+    std::array<std::uint8_t, 4> val{};
+};
+
+std::vector<PeditKey> pedit_keys(const tc::Rewrite& rw) {
+    std::vector<PeditKey> keys;
+    // Ethernet: bytes 0..5 dst, 6..11 src, written whole words at a time.
+    std::array<int, 12> eth{};
+    std::array<std::uint8_t, 12> bytes{};
+    eth.fill(0);
+    if (rw.eth_dst)
+        for (int i = 0; i < 6; ++i) eth[i] = 1, bytes[i] = (*rw.eth_dst)[i];
+    if (rw.eth_src)
+        for (int i = 0; i < 6; ++i) eth[6 + i] = 1, bytes[6 + i] = (*rw.eth_src)[i];
+    for (unsigned word = 0; word < 3; ++word) {
+        PeditKey k{TCA_PEDIT_KEY_EX_HDR_TYPE_ETH, TCA_PEDIT_KEY_EX_CMD_SET, word * 4, {}, {}};
+        bool any = false;
+        for (unsigned j = 0; j < 4; ++j) {
+            const unsigned b = word * 4 + j;
+            k.keep[j] = eth[b] ? 0x00 : 0xff;
+            k.val[j] = eth[b] ? bytes[b] : 0;
+            any = any || eth[b];
+        }
+        if (any) keys.push_back(k);
+    }
+    // TTL is byte 0 of the word at offset 8 of IPv4; adding 0xff and keeping only
+    // that byte is a decrement that never borrows into the protocol byte.
+    if (rw.dec_ttl)
+        keys.push_back({TCA_PEDIT_KEY_EX_HDR_TYPE_IP4, TCA_PEDIT_KEY_EX_CMD_ADD, 8, {0x00, 0xff, 0xff, 0xff},
+                        {0xff, 0, 0, 0}});
+    // Hop limit is byte 3 of the word at offset 4 of IPv6.
+    if (rw.dec_hoplimit)
+        keys.push_back({TCA_PEDIT_KEY_EX_HDR_TYPE_IP6, TCA_PEDIT_KEY_EX_CMD_ADD, 4, {0xff, 0xff, 0xff, 0x00},
+                        {0, 0, 0, 0xff}});
+    return keys;
+}
+
+void put_pedit(nlmsghdr* nlh, const tc::Rewrite& rw) {
+    const auto keys = pedit_keys(rw);
+    std::vector<std::uint8_t> parms(sizeof(tc_pedit_sel) + keys.size() * sizeof(tc_pedit_key), 0);
+    tc_pedit_sel sel{};
+    sel.action = TC_ACT_PIPE;
+    sel.nkeys = static_cast<unsigned char>(keys.size());
+    std::memcpy(parms.data(), &sel, sizeof sel);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        tc_pedit_key k{};
+        std::memcpy(&k.mask, keys[i].keep.data(), 4);
+        std::memcpy(&k.val, keys[i].val.data(), 4);
+        k.off = keys[i].off;
+        std::memcpy(parms.data() + sizeof(tc_pedit_sel) + i * sizeof(tc_pedit_key), &k, sizeof k);
+    }
+    mnl_attr_put(nlh, TCA_PEDIT_PARMS_EX, parms.size(), parms.data());
+    nlattr* ex = mnl_attr_nest_start(nlh, TCA_PEDIT_KEYS_EX);
+    for (const auto& k : keys) {
+        nlattr* one = mnl_attr_nest_start(nlh, TCA_PEDIT_KEY_EX);
+        mnl_attr_put_u16(nlh, TCA_PEDIT_KEY_EX_HTYPE, k.htype);
+        mnl_attr_put_u16(nlh, TCA_PEDIT_KEY_EX_CMD, k.cmd);
+        mnl_attr_nest_end(nlh, one);
+    }
+    mnl_attr_nest_end(nlh, ex);
+}
+
+struct ActionEncoder {
+    nlmsghdr* nlh;
+
+    const char* kind(const tc::Action& a) const {
+        switch (a.index()) {
+            case 0: case 1: case 2: return "gact";
+            case 3: case 4: return "vlan";
+            case 5: return "pedit";
+            case 6: return "csum";
+            default: return "mirred";
+        }
+    }
+    void gact(int action) const {
+        tc_gact p{};
+        p.action = action;
+        mnl_attr_put(nlh, TCA_GACT_PARMS, sizeof p, &p);
+    }
+    void operator()(const tc::Goto& g) const { gact(static_cast<int>(TC_ACT_GOTO_CHAIN | g.chain)); }
+    void operator()(const tc::Pass&) const { gact(TC_ACT_OK); }
+    void operator()(const tc::Drop&) const { gact(TC_ACT_SHOT); }
+    void operator()(const tc::VlanPop&) const {
+        tc_vlan p{};
+        p.action = TC_ACT_PIPE;
+        p.v_action = TCA_VLAN_ACT_POP;
+        mnl_attr_put(nlh, TCA_VLAN_PARMS, sizeof p, &p);
+    }
+    void operator()(const tc::VlanPush& v) const {
+        tc_vlan p{};
+        p.action = TC_ACT_PIPE;
+        p.v_action = TCA_VLAN_ACT_PUSH;
+        mnl_attr_put(nlh, TCA_VLAN_PARMS, sizeof p, &p);
+        mnl_attr_put_u16(nlh, TCA_VLAN_PUSH_VLAN_ID, v.vid);
+        mnl_attr_put_u16(nlh, TCA_VLAN_PUSH_VLAN_PROTOCOL, htons(ETH_P_8021Q));
+    }
+    void operator()(const tc::Rewrite& rw) const { put_pedit(nlh, rw); }
+    void operator()(const tc::CsumIp4h&) const {
+        tc_csum p{};
+        p.action = TC_ACT_PIPE;
+        p.update_flags = TCA_CSUM_UPDATE_FLAG_IPV4HDR;
+        mnl_attr_put(nlh, TCA_CSUM_PARMS, sizeof p, &p);
+    }
+    void operator()(const tc::Redirect& r) const {
+        tc_mirred p{};
+        p.index = r.index;
+        p.action = TC_ACT_STOLEN;
+        p.eaction = TCA_EGRESS_REDIR;
+        p.ifindex = static_cast<__u32>(r.ifindex);
+        mnl_attr_put(nlh, TCA_MIRRED_PARMS, sizeof p, &p);
+    }
+};
+
+void put_prefix(nlmsghdr* nlh, const IpPrefix& p, int v4_key, int v4_mask, int v6_key, int v6_mask) {
+    const bool v4 = p.address.family == Family::V4;
+    const std::size_t n = p.address.size();
+    std::array<std::uint8_t, 16> mask{};
+    for (unsigned bit = 0; bit < p.length; ++bit) mask[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
+    mnl_attr_put(nlh, static_cast<std::uint16_t>(v4 ? v4_key : v6_key), n, p.address.bytes.data());
+    mnl_attr_put(nlh, static_cast<std::uint16_t>(v4 ? v4_mask : v6_mask), n, mask.data());
+}
+
+}  // namespace
+
+nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle) {
+    const std::uint16_t flags = handle ? NLM_F_REPLACE : (NLM_F_CREATE | NLM_F_EXCL);
+    nlmsghdr* nlh = put_tc_header(buf, RTM_NEWTFILTER, static_cast<std::uint16_t>(flags | NLM_F_ACK), ifindex,
+                                  kIngressParent, handle, tcm_info(r.prio, r.protocol));
+    mnl_attr_put_strz(nlh, TCA_KIND, "flower");
+    mnl_attr_put_u32(nlh, TCA_CHAIN, r.chain);
+    nlattr* opts = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    // No skip_sw, no skip_hw: in hardware where the driver can, and always in
+    // software, where a hardware miss resumes.
+    mnl_attr_put_u32(nlh, TCA_FLOWER_FLAGS, 0);
+    if (r.protocol != tc::kEthAll) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ETH_TYPE, htons(r.protocol));
+    const auto& m = r.match;
+    if (m.vlan_id) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_VLAN_ID, *m.vlan_id);
+    if (m.vlan_ethtype) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_VLAN_ETH_TYPE, htons(*m.vlan_ethtype));
+    if (m.dst_ip)
+        put_prefix(nlh, *m.dst_ip, TCA_FLOWER_KEY_IPV4_DST, TCA_FLOWER_KEY_IPV4_DST_MASK, TCA_FLOWER_KEY_IPV6_DST,
+                   TCA_FLOWER_KEY_IPV6_DST_MASK);
+    if (m.src_ip)
+        put_prefix(nlh, *m.src_ip, TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK, TCA_FLOWER_KEY_IPV6_SRC,
+                   TCA_FLOWER_KEY_IPV6_SRC_MASK);
+    if (m.ip_ttl) {
+        mnl_attr_put_u8(nlh, TCA_FLOWER_KEY_IP_TTL, m.ip_ttl->value);
+        mnl_attr_put_u8(nlh, TCA_FLOWER_KEY_IP_TTL_MASK, m.ip_ttl->mask);
+    }
+    nlattr* acts = mnl_attr_nest_start(nlh, TCA_FLOWER_ACT);
+    for (std::size_t i = 0; i < r.actions.size(); ++i) {
+        ActionEncoder enc{nlh};
+        nlattr* one = mnl_attr_nest_start(nlh, static_cast<std::uint16_t>(i + 1));
+        mnl_attr_put_strz(nlh, TCA_ACT_KIND, enc.kind(r.actions[i]));
+        nlattr* aopts = mnl_attr_nest_start(nlh, TCA_ACT_OPTIONS);
+        std::visit(enc, r.actions[i]);
+        mnl_attr_nest_end(nlh, aopts);
+        if (i == 0) mnl_attr_put(nlh, TCA_ACT_COOKIE, kOwnerCookie.size(), kOwnerCookie.data());
+        mnl_attr_nest_end(nlh, one);
+    }
+    mnl_attr_nest_end(nlh, acts);
+    mnl_attr_nest_end(nlh, opts);
+    return nlh;
+}
+
+nlmsghdr* put_del_filter(void* buf, const FilterRef& f) {
+    nlmsghdr* nlh = put_tc_header(buf, RTM_DELTFILTER, NLM_F_ACK, f.ifindex, kIngressParent, f.handle,
+                                  tcm_info(f.prio, f.protocol));
+    mnl_attr_put_strz(nlh, TCA_KIND, "flower");
+    mnl_attr_put_u32(nlh, TCA_CHAIN, f.chain);
+    return nlh;
+}
+
+nlmsghdr* put_dump_filters(void* buf, int ifindex) {
+    // Without TCA_CHAIN the kernel dumps every chain of the block.
+    return put_tc_header(buf, RTM_GETTFILTER, NLM_F_DUMP, ifindex, kIngressParent, 0, 0);
+}
+
+nlmsghdr* put_new_clsact(void* buf, int ifindex) {
+    nlmsghdr* nlh = put_tc_header(buf, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, ifindex, TC_H_CLSACT,
+                                  TC_H_MAKE(TC_H_CLSACT, 0), 0);
+    mnl_attr_put_strz(nlh, TCA_KIND, "clsact");
+    return nlh;
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+namespace {
+
+template <std::size_t N>
+struct Attrs {
+    std::array<const nlattr*, N + 1> at{};
+    bool unknown = false;  // an attribute beyond N
+
+    const nlattr* operator[](int type) const { return at[static_cast<std::size_t>(type)]; }
+};
+
+template <std::size_t N>
+int fill_cb(const nlattr* a, void* data) {
+    auto* t = static_cast<Attrs<N>*>(data);
+    const auto type = mnl_attr_get_type(a);
+    if (type > N) t->unknown = true;
+    else t->at[type] = a;
+    return MNL_CB_OK;
+}
+
+template <std::size_t N>
+Attrs<N> nested(const nlattr* a) {
+    Attrs<N> t;
+    mnl_attr_parse_nested(a, fill_cb<N>, &t);
+    return t;
+}
+
+// mnl_attr_for_each_nested() is a C macro with void* arithmetic; this is the same walk.
+template <class Fn>
+void for_each_nested(const nlattr* nest, Fn fn) {
+    const auto* begin = static_cast<const char*>(mnl_attr_get_payload(nest));
+    const char* end = begin + mnl_attr_get_payload_len(nest);
+    for (auto* a = reinterpret_cast<const nlattr*>(begin); mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a)));
+         a = mnl_attr_next(a))
+        fn(a);
+}
+
+// The payload of `a` as T, if it is at least that long.
+template <class T>
+const T* payload(const nlattr* a) {
+    if (!a || mnl_attr_get_payload_len(a) < sizeof(T)) return nullptr;
+    return static_cast<const T*>(mnl_attr_get_payload(a));
+}
+
+std::optional<std::uint8_t> prefix_length(const std::uint8_t* mask, std::size_t n) {
+    unsigned len = 0;
+    while (len < n * 8 && (mask[len / 8] & (0x80 >> (len % 8)))) ++len;
+    for (unsigned bit = len; bit < n * 8; ++bit)
+        if (mask[bit / 8] & (0x80 >> (bit % 8))) return std::nullopt;  // not contiguous: not ours
+    return static_cast<std::uint8_t>(len);
+}
+
+bool take_prefix(const nlattr* key, const nlattr* mask, Family f, std::optional<IpPrefix>& out) {
+    if (!key && !mask) return true;
+    const std::size_t n = f == Family::V4 ? 4 : 16;
+    if (!key || !mask || mnl_attr_get_payload_len(key) != n || mnl_attr_get_payload_len(mask) != n) return false;
+    auto len = prefix_length(static_cast<const std::uint8_t*>(mnl_attr_get_payload(mask)), n);
+    if (!len || out) return false;
+    out = IpPrefix{IpAddress::from_bytes(f, mnl_attr_get_payload(key)), *len};
+    return true;
+}
+
+std::optional<tc::Rewrite> parse_pedit(const nlattr* opts) {
+    auto t = nested<TCA_PEDIT_MAX>(opts);
+    const nlattr* parms = t[TCA_PEDIT_PARMS_EX];
+    const auto* sel = payload<tc_pedit_sel>(parms);
+    if (!sel || !t[TCA_PEDIT_KEYS_EX] || sel->action != TC_ACT_PIPE) return std::nullopt;
+    if (mnl_attr_get_payload_len(parms) < sizeof(tc_pedit_sel) + sel->nkeys * sizeof(tc_pedit_key)) return std::nullopt;
+    std::vector<std::pair<std::uint16_t, std::uint16_t>> ex;
+    bool keys_ok = true;
+    for_each_nested(t[TCA_PEDIT_KEYS_EX], [&](const nlattr* k) {
+        auto kt = nested<TCA_PEDIT_KEY_EX_MAX>(k);
+        if (!kt[TCA_PEDIT_KEY_EX_HTYPE] || !kt[TCA_PEDIT_KEY_EX_CMD]) keys_ok = false;
+        else ex.emplace_back(mnl_attr_get_u16(kt[TCA_PEDIT_KEY_EX_HTYPE]), mnl_attr_get_u16(kt[TCA_PEDIT_KEY_EX_CMD]));
+    });
+    if (!keys_ok || ex.size() != sel->nkeys) return std::nullopt;
+
+    tc::Rewrite rw;
+    std::array<int, 12> eth_set{};
+    Mac dst{}, src{};
+    const auto* raw = reinterpret_cast<const std::uint8_t*>(sel) + sizeof(tc_pedit_sel);
+    for (std::size_t i = 0; i < ex.size(); ++i) {
+        tc_pedit_key key;
+        std::memcpy(&key, raw + i * sizeof(tc_pedit_key), sizeof key);
+        std::array<std::uint8_t, 4> keep, val;
+        std::memcpy(keep.data(), &key.mask, 4);
+        std::memcpy(val.data(), &key.val, 4);
+        if (key.at || key.offmask || key.shift) return std::nullopt;
+        const auto [htype, cmd] = ex[i];
+        if (htype == TCA_PEDIT_KEY_EX_HDR_TYPE_ETH && cmd == TCA_PEDIT_KEY_EX_CMD_SET && key.off % 4 == 0 &&
+            key.off <= 8) {
+            for (unsigned j = 0; j < 4; ++j) {
+                if (keep[j] == 0xff) continue;
+                if (keep[j] != 0x00) return std::nullopt;
+                const unsigned b = key.off + j;
+                eth_set[b] = 1;
+                (b < 6 ? dst[b] : src[b - 6]) = val[j];
+            }
+        } else if (htype == TCA_PEDIT_KEY_EX_HDR_TYPE_IP4 && cmd == TCA_PEDIT_KEY_EX_CMD_ADD && key.off == 8 &&
+                   keep == std::array<std::uint8_t, 4>{0x00, 0xff, 0xff, 0xff} &&
+                   val == std::array<std::uint8_t, 4>{0xff, 0, 0, 0}) {
+            rw.dec_ttl = true;
+        } else if (htype == TCA_PEDIT_KEY_EX_HDR_TYPE_IP6 && cmd == TCA_PEDIT_KEY_EX_CMD_ADD && key.off == 4 &&
+                   keep == std::array<std::uint8_t, 4>{0xff, 0xff, 0xff, 0x00} &&
+                   val == std::array<std::uint8_t, 4>{0, 0, 0, 0xff}) {
+            rw.dec_hoplimit = true;
+        } else {
+            return std::nullopt;
+        }
+    }
+    const int dst_bytes = eth_set[0] + eth_set[1] + eth_set[2] + eth_set[3] + eth_set[4] + eth_set[5];
+    const int src_bytes = eth_set[6] + eth_set[7] + eth_set[8] + eth_set[9] + eth_set[10] + eth_set[11];
+    if ((dst_bytes != 0 && dst_bytes != 6) || (src_bytes != 0 && src_bytes != 6)) return std::nullopt;
+    if (dst_bytes) rw.eth_dst = dst;
+    if (src_bytes) rw.eth_src = src;
+    return rw;
+}
+
+// One action of a dump; nothing when it is not one we would have written.
+std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* opts) {
+    if (!opts) return std::nullopt;
+    if (kind == "gact") {
+        auto t = nested<TCA_GACT_MAX>(opts);
+        const auto* p = payload<tc_gact>(t[TCA_GACT_PARMS]);
+        if (!p || t[TCA_GACT_PROB]) return std::nullopt;
+        if (p->action == TC_ACT_OK) return tc::Pass{};
+        if (p->action == TC_ACT_SHOT) return tc::Drop{};
+        if (TC_ACT_EXT_CMP(p->action, TC_ACT_GOTO_CHAIN))
+            return tc::Goto{static_cast<std::uint32_t>(p->action) & TC_ACT_EXT_VAL_MASK};
+        return std::nullopt;
+    }
+    if (kind == "vlan") {
+        auto t = nested<TCA_VLAN_MAX>(opts);
+        const auto* p = payload<tc_vlan>(t[TCA_VLAN_PARMS]);
+        if (!p || p->action != TC_ACT_PIPE) return std::nullopt;
+        if (p->v_action == TCA_VLAN_ACT_POP) return tc::VlanPop{};
+        if (p->v_action != TCA_VLAN_ACT_PUSH || !t[TCA_VLAN_PUSH_VLAN_ID]) return std::nullopt;
+        if (t[TCA_VLAN_PUSH_VLAN_PROTOCOL] && mnl_attr_get_u16(t[TCA_VLAN_PUSH_VLAN_PROTOCOL]) != htons(ETH_P_8021Q))
+            return std::nullopt;
+        if (t[TCA_VLAN_PUSH_VLAN_PRIORITY] && mnl_attr_get_u8(t[TCA_VLAN_PUSH_VLAN_PRIORITY]) != 0) return std::nullopt;
+        return tc::VlanPush{mnl_attr_get_u16(t[TCA_VLAN_PUSH_VLAN_ID])};
+    }
+    if (kind == "pedit") {
+        if (auto rw = parse_pedit(opts)) return *rw;
+        return std::nullopt;
+    }
+    if (kind == "csum") {
+        auto t = nested<TCA_CSUM_MAX>(opts);
+        const auto* p = payload<tc_csum>(t[TCA_CSUM_PARMS]);
+        if (!p || p->action != TC_ACT_PIPE || p->update_flags != TCA_CSUM_UPDATE_FLAG_IPV4HDR) return std::nullopt;
+        return tc::CsumIp4h{};
+    }
+    if (kind == "mirred") {
+        auto t = nested<TCA_MIRRED_MAX>(opts);
+        const auto* p = payload<tc_mirred>(t[TCA_MIRRED_PARMS]);
+        if (!p || p->action != TC_ACT_STOLEN || p->eaction != TCA_EGRESS_REDIR) return std::nullopt;
+        return tc::Redirect{static_cast<int>(p->ifindex), "", p->index};
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
+    if (nlh->nlmsg_type != RTM_NEWTFILTER || mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg))
+        return fail(std::string("not a filter message"));
+    const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+    Attrs<TCA_MAX> top;
+    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0) return fail(std::string("malformed filter"));
+    if (!top[TCA_KIND]) return fail(std::string("filter without a kind"));
+
+    tc::Installed out;
+    out.handle = t->tcm_handle;
+    out.rule.prio = static_cast<std::uint16_t>(TC_H_MAJ(t->tcm_info) >> 16);
+    out.rule.protocol = ntohs(static_cast<std::uint16_t>(TC_H_MIN(t->tcm_info)));
+    out.rule.chain = top[TCA_CHAIN] ? mnl_attr_get_u32(top[TCA_CHAIN]) : 0;
+    const std::string kind = mnl_attr_get_str(top[TCA_KIND]);
+    // A dump also lists each (chain, prio) itself with no handle and no options.
+    if (kind != "flower" || t->tcm_parent != kIngressParent || !top[TCA_OPTIONS] || !out.handle) return out;
+
+    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS]);
+    bool ok = !f.unknown;
+    if (f[TCA_FLOWER_FLAGS]) {
+        const std::uint32_t flags = mnl_attr_get_u32(f[TCA_FLOWER_FLAGS]);
+        out.in_hw = flags & TCA_CLS_FLAGS_IN_HW;
+        out.not_in_hw = flags & TCA_CLS_FLAGS_NOT_IN_HW;
+        if (flags & (TCA_CLS_FLAGS_SKIP_HW | TCA_CLS_FLAGS_SKIP_SW)) ok = false;
+    }
+    if (f[TCA_FLOWER_IN_HW_COUNT]) out.in_hw_count = mnl_attr_get_u32(f[TCA_FLOWER_IN_HW_COUNT]);
+
+    // Attributes the decoder understands; any other key means a rule we did not write.
+    static const int kKnown[] = {
+        TCA_FLOWER_FLAGS, TCA_FLOWER_IN_HW_COUNT, TCA_FLOWER_ACT, TCA_FLOWER_KEY_ETH_TYPE,
+        TCA_FLOWER_KEY_VLAN_ID, TCA_FLOWER_KEY_VLAN_ETH_TYPE, TCA_FLOWER_KEY_IPV4_DST,
+        TCA_FLOWER_KEY_IPV4_DST_MASK, TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK,
+        TCA_FLOWER_KEY_IPV6_DST, TCA_FLOWER_KEY_IPV6_DST_MASK, TCA_FLOWER_KEY_IPV6_SRC,
+        TCA_FLOWER_KEY_IPV6_SRC_MASK, TCA_FLOWER_KEY_IP_TTL, TCA_FLOWER_KEY_IP_TTL_MASK,
+    };
+    for (std::size_t type = 1; type < f.at.size(); ++type)
+        if (f.at[type] && std::find(std::begin(kKnown), std::end(kKnown), static_cast<int>(type)) == std::end(kKnown))
+            ok = false;
+
+    auto& m = out.rule.match;
+    // The kernel reports the innermost ethertype as KEY_ETH_TYPE; the filter's
+    // protocol (tcm_info) is what was asked for, so the key itself is not kept.
+    const bool vlan_proto = out.rule.protocol == tc::kEth8021Q;
+    if (f[TCA_FLOWER_KEY_VLAN_ID]) m.vlan_id = mnl_attr_get_u16(f[TCA_FLOWER_KEY_VLAN_ID]);
+    if (f[TCA_FLOWER_KEY_VLAN_ETH_TYPE]) {
+        if (vlan_proto) m.vlan_ethtype = ntohs(mnl_attr_get_u16(f[TCA_FLOWER_KEY_VLAN_ETH_TYPE]));
+        else ok = false;
+    }
+    ok = ok && take_prefix(f[TCA_FLOWER_KEY_IPV4_DST], f[TCA_FLOWER_KEY_IPV4_DST_MASK], Family::V4, m.dst_ip);
+    ok = ok && take_prefix(f[TCA_FLOWER_KEY_IPV6_DST], f[TCA_FLOWER_KEY_IPV6_DST_MASK], Family::V6, m.dst_ip);
+    ok = ok && take_prefix(f[TCA_FLOWER_KEY_IPV4_SRC], f[TCA_FLOWER_KEY_IPV4_SRC_MASK], Family::V4, m.src_ip);
+    ok = ok && take_prefix(f[TCA_FLOWER_KEY_IPV6_SRC], f[TCA_FLOWER_KEY_IPV6_SRC_MASK], Family::V6, m.src_ip);
+    if (f[TCA_FLOWER_KEY_IP_TTL] || f[TCA_FLOWER_KEY_IP_TTL_MASK]) {
+        if (f[TCA_FLOWER_KEY_IP_TTL] && f[TCA_FLOWER_KEY_IP_TTL_MASK])
+            m.ip_ttl = tc::Masked<std::uint8_t>{mnl_attr_get_u8(f[TCA_FLOWER_KEY_IP_TTL]),
+                                                mnl_attr_get_u8(f[TCA_FLOWER_KEY_IP_TTL_MASK])};
+        else ok = false;
+    }
+
+    if (f[TCA_FLOWER_ACT]) {
+        bool first = true;
+        for_each_nested(f[TCA_FLOWER_ACT], [&](const nlattr* a) {
+            auto at = nested<TCA_ACT_MAX>(a);
+            if (first && at[TCA_ACT_COOKIE] && mnl_attr_get_payload_len(at[TCA_ACT_COOKIE]) == kOwnerCookie.size() &&
+                std::memcmp(mnl_attr_get_payload(at[TCA_ACT_COOKIE]), kOwnerCookie.data(), kOwnerCookie.size()) == 0)
+                out.owned = true;
+            first = false;
+            auto action = at[TCA_ACT_KIND] ? parse_action(mnl_attr_get_str(at[TCA_ACT_KIND]), at[TCA_ACT_OPTIONS])
+                                           : std::nullopt;
+            if (action) out.rule.actions.push_back(*action);
+            else ok = false;
+        });
+    }
+    out.decoded = ok;
+    return out;
+}
+
+}  // namespace dpo::kernel
