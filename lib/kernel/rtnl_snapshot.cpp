@@ -74,44 +74,26 @@ constexpr unsigned kResolvedNud = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PR
 
 }  // namespace
 
-Result<KernelState> read_kernel_state() {
-    Sock sock(nl_socket_alloc());
-    if (!sock) return fail(std::string("cannot allocate a netlink socket"));
-    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
-        return fail(std::string("cannot connect to rtnetlink: ") + nl_geterror(err));
-
+KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh) {
     KernelState k;
-    nl_cache* raw = nullptr;
-    if (int err = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); err < 0)
-        return fail(std::string("cannot dump links: ") + nl_geterror(err));
-    Cache links(raw);
-    for_each(links.get(), [&](nl_object* o) {
+    for_each(links, [&](nl_object* o) {
         Link l = to_link(reinterpret_cast<rtnl_link*>(o));
         k.links[l.ifindex] = std::move(l);
     });
-
-    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
-        return fail(std::string("cannot dump addresses: ") + nl_geterror(err));
-    Cache addrs(raw);
-    for_each(addrs.get(), [&](nl_object* o) {
+    for_each(addrs, [&](nl_object* o) {
         auto* a = reinterpret_cast<rtnl_addr*>(o);
         if (auto ip = to_ip(rtnl_addr_get_local(a)))
             k.addresses.push_back({rtnl_addr_get_ifindex(a),
                                    IpPrefix{*ip, static_cast<std::uint8_t>(rtnl_addr_get_prefixlen(a))}});
     });
-
-    if (int err = rtnl_route_alloc_cache(sock.get(), AF_UNSPEC, 0, &raw); err < 0)
-        return fail(std::string("cannot dump routes: ") + nl_geterror(err));
-    Cache routes(raw);
-    for_each(routes.get(), [&](nl_object* o) {
+    for_each(routes, [&](nl_object* o) {
         auto* r = reinterpret_cast<rtnl_route*>(o);
         nl_addr* dst = rtnl_route_get_dst(r);
         const int fam = rtnl_route_get_family(r);
         if (fam != AF_INET && fam != AF_INET6) return;
         Route out;
         // A default route has a zero-length dst that libnl may report without bytes.
-        const Family f = fam == AF_INET ? Family::V4 : Family::V6;
-        out.destination.address.family = f;
+        out.destination.address.family = fam == AF_INET ? Family::V4 : Family::V6;
         if (auto ip = to_ip(dst)) out.destination.address = *ip;
         out.destination.length = dst ? static_cast<std::uint8_t>(nl_addr_get_prefixlen(dst)) : 0;
         out.table = rtnl_route_get_table(r);
@@ -125,11 +107,7 @@ Result<KernelState> read_kernel_state() {
         }
         k.routes.push_back(std::move(out));
     });
-
-    if (int err = rtnl_neigh_alloc_cache(sock.get(), &raw); err < 0)
-        return fail(std::string("cannot dump neighbours: ") + nl_geterror(err));
-    Cache neigh(raw);
-    for_each(neigh.get(), [&](nl_object* o) {
+    for_each(neigh, [&](nl_object* o) {
         auto* n = reinterpret_cast<rtnl_neigh*>(o);
         auto ip = to_ip(rtnl_neigh_get_dst(n));
         if (!ip) return;  // bridge FDB entries and the like
@@ -143,6 +121,27 @@ Result<KernelState> read_kernel_state() {
         k.neighbours.push_back(std::move(out));
     });
     return k;
+}
+
+Result<KernelState> read_kernel_state() {
+    Sock sock(nl_socket_alloc());
+    if (!sock) return fail(std::string("cannot allocate a netlink socket"));
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
+        return fail(std::string("cannot connect to rtnetlink: ") + nl_geterror(err));
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_link_alloc_cache(sock.get(), AF_UNSPEC, &raw); err < 0)
+        return fail(std::string("cannot dump links: ") + nl_geterror(err));
+    Cache links(raw);
+    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
+        return fail(std::string("cannot dump addresses: ") + nl_geterror(err));
+    Cache addrs(raw);
+    if (int err = rtnl_route_alloc_cache(sock.get(), AF_UNSPEC, 0, &raw); err < 0)
+        return fail(std::string("cannot dump routes: ") + nl_geterror(err));
+    Cache routes(raw);
+    if (int err = rtnl_neigh_alloc_cache(sock.get(), &raw); err < 0)
+        return fail(std::string("cannot dump neighbours: ") + nl_geterror(err));
+    Cache neigh(raw);
+    return state_from_caches(links.get(), addrs.get(), routes.get(), neigh.get());
 }
 
 }  // namespace dpo::kernel

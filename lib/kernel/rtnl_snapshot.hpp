@@ -8,8 +8,12 @@
 #include "core/kernel_state.hpp"
 #include "core/result.hpp"
 
+struct nl_cache;
+
 namespace dpo::kernel {
 
 Result<KernelState> read_kernel_state();
+// The same conversion over caches someone else keeps (the watcher's).
+KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh);
 
 }  // namespace dpo::kernel

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "daemon.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "core/compile/compiler.hpp"
+#include "core/log.hpp"
+#include "core/mapping_loader.hpp"
+#include "core/reconcile/reconciler.hpp"
+#include "kernel/rtnl_watcher.hpp"
+#include "kernel/tc_netlink.hpp"
+
+namespace dpo::agent {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+
+void log_problems(const Problems& problems) {
+    for (const auto& p : problems)
+        log::error("config-problem", {{"file", p.file}, {"path", p.path}, {"reason", p.reason}});
+}
+
+// Devices that hold our rules: the uplink (later also the VXLAN device).
+std::vector<std::string> rule_devices(const Mapping& m) { return {m.uplink}; }
+
+class Daemon {
+public:
+    Daemon(Mapping m, tc::Backend& backend, kernel::RtnlWatcher& watcher)
+        : mapping_(std::move(m)), reconciler_(backend), watcher_(watcher) {}
+
+    // Compiles the current kernel state and sends the difference. `extra_devs`
+    // are devices that held our rules before a reload and must be cleaned.
+    void reconcile(const std::vector<std::string>& extra_devs = {}) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const KernelState state = watcher_.state();
+        const auto program = compile::compile(mapping_, state);
+        std::set<std::string> devs;
+        for (const auto& d : rule_devices(mapping_)) devs.insert(d);
+        for (const auto& d : extra_devs) devs.insert(d);
+        std::vector<std::string> present;
+        for (const auto& d : devs) {
+            if (state.link_by_name(d)) present.push_back(d);
+            else log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
+        }
+        auto out = reconciler_.sync(program.rules, present);
+        const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (!out) {
+            log::error("reconcile-failed", {{"reason", out.error()}});
+            return;
+        }
+        for (const auto& r : out->refused)
+            log::error("rule-refused", {{"rule", r.rule}, {"error", std::strerror(r.error)}, {"extack", r.extack}});
+        log::info("reconciled", {{"rules", std::to_string(program.rules.size())},
+                                 {"kept", std::to_string(out->kept)},
+                                 {"added", std::to_string(out->added)},
+                                 {"replaced", std::to_string(out->replaced)},
+                                 {"deleted", std::to_string(out->deleted)},
+                                 {"refused", std::to_string(out->refused.size())},
+                                 {"messages", std::to_string(out->messages)},
+                                 {"in_hw", std::to_string(out->in_hw)},
+                                 {"not_in_hw", std::to_string(out->not_in_hw)},
+                                 {"routes", std::to_string(state.routes.size())},
+                                 {"neighbours", std::to_string(state.neighbours.size())},
+                                 {"ms", std::to_string(static_cast<long>(ms))}});
+    }
+
+    void reload(const std::string& file) {
+        auto next = load_mapping(file);
+        if (!next) {
+            log_problems(next.error());
+            log::error("reload-refused", {{"file", file}, {"kept", "running configuration"}});
+            return;
+        }
+        const auto before = rule_devices(mapping_);
+        mapping_ = std::move(next).value();
+        log::notice("reloaded", {{"file", file}, {"interfaces", std::to_string(mapping_.interfaces.size())}});
+        reconcile(before);
+    }
+
+private:
+    Mapping mapping_;
+    reconcile::Reconciler reconciler_;
+    kernel::RtnlWatcher& watcher_;
+};
+
+}  // namespace
+
+int run(const std::string& file) {
+    auto loaded = load_mapping(file);
+    if (!loaded) {
+        log_problems(loaded.error());
+        log::error("config-refused", {{"file", file}, {"problems", std::to_string(loaded.error().size())}});
+        return kExitFailure;
+    }
+
+    // Signals arrive as readable events, so handling them is ordinary code.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) {
+        log::error("startup-failed", {{"reason", std::string("sigprocmask: ") + std::strerror(errno)}});
+        return kExitFailure;
+    }
+    const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0) {
+        log::error("startup-failed", {{"reason", std::string("signalfd: ") + std::strerror(errno)}});
+        return kExitFailure;
+    }
+    auto watcher = kernel::RtnlWatcher::open();
+    if (!watcher) {
+        log::error("startup-failed", {{"reason", watcher.error()}});
+        return kExitFailure;
+    }
+    auto tc = kernel::TcNetlink::open();
+    if (!tc) {
+        log::error("startup-failed", {{"reason", tc.error()}});
+        return kExitFailure;
+    }
+    Daemon daemon(std::move(loaded).value(), **tc, **watcher);
+    log::notice("started", {{"file", file}});
+
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {(*watcher)->fd(), POLLIN, 0}};
+    bool dirty = true;  // the initial dump
+    for (;;) {
+        if (dirty) {
+            daemon.reconcile();
+            dirty = false;
+        }
+        fds[1].fd = (*watcher)->fd();  // a resync opens a new socket
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            log::error("poll-failed", {{"reason", std::strerror(errno)}});
+            return kExitFailure;
+        }
+        if (fds[1].revents) {
+            auto p = (*watcher)->process();
+            if (!p) {
+                log::error("events-failed", {{"reason", p.error()}});
+                return kExitFailure;
+            }
+            if (p->resynced) log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
+            dirty = p->changed || p->resynced;
+        }
+        if (fds[0].revents) {
+            signalfd_siginfo si{};
+            if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;
+            if (si.ssi_signo == SIGHUP) {
+                daemon.reload(file);
+                continue;
+            }
+            // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
+            log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
+            close(sfd);
+            return kExitOk;
+        }
+    }
+}
+
+int flush(const std::string& file) {
+    auto m = load_mapping(file);
+    if (!m) {
+        log_problems(m.error());
+        return kExitFailure;
+    }
+    auto tc = kernel::TcNetlink::open();
+    if (!tc) {
+        log::error("flush-failed", {{"reason", tc.error()}});
+        return kExitFailure;
+    }
+    reconcile::Reconciler reconciler(**tc);
+    auto out = reconciler.flush(rule_devices(*m));
+    if (!out) {
+        log::error("flush-failed", {{"reason", out.error()}});
+        return kExitFailure;
+    }
+    log::notice("flushed", {{"deleted", std::to_string(out->deleted)}, {"refused", std::to_string(out->refused.size())}});
+    return out->refused.empty() ? kExitOk : kExitFailure;
+}
+
+}  // namespace dpo::agent

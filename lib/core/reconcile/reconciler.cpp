@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "reconciler.hpp"
+
+#include <algorithm>
+
+namespace dpo::reconcile {
+
+Result<std::vector<tc::Installed>> Reconciler::dump_all(const std::vector<std::string>& devs) {
+    std::vector<tc::Installed> all;
+    for (const auto& dev : devs) {
+        auto d = backend_.dump(dev);
+        if (!d) return fail(d.error());
+        all.insert(all.end(), std::make_move_iterator(d->begin()), std::make_move_iterator(d->end()));
+    }
+    return all;
+}
+
+Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& desired, const std::vector<std::string>& devs) {
+    auto installed = dump_all(devs);
+    if (!installed) return fail(installed.error());
+    for (const auto& dev : devs) {
+        const bool wants = std::any_of(desired.begin(), desired.end(), [&](const tc::Rule& r) { return r.dev == dev; });
+        const bool has_any = std::any_of(installed->begin(), installed->end(),
+                                         [&](const tc::Installed& i) { return i.rule.dev == dev; });
+        // Only a device with no filter at all may lack the clsact qdisc.
+        if (wants && !has_any)
+            if (auto q = backend_.ensure_clsact(dev); !q) return fail(q.error());
+    }
+    const Plan p = plan(desired, *installed);
+    Outcome out;
+    out.kept = p.kept;
+    const std::vector<tc::Installed>* status = &*installed;
+    std::vector<tc::Installed> after;
+    if (!p.empty()) {
+        const tc::ApplyReport report = backend_.apply(p);
+        out.messages = report.sent;
+        out.refused = report.refused;
+        out.deleted = p.deletes.size();
+        out.replaced = p.replaces.size();
+        out.added = p.adds.size();
+        // The kernel decides what is in hardware: read it back.
+        auto again = dump_all(devs);
+        if (!again) return fail(again.error());
+        after = std::move(*again);
+        status = &after;
+    }
+    for (const auto& i : *status) {
+        if (!i.owned) continue;
+        out.in_hw += i.in_hw;
+        out.not_in_hw += i.not_in_hw;
+    }
+    return out;
+}
+
+Result<Outcome> Reconciler::flush(const std::vector<std::string>& devs) { return sync({}, devs); }
+
+}  // namespace dpo::reconcile

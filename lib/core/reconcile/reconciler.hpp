@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// One reconcile pass: read what is installed, plan the difference, send it, and
+// report what the kernel did, per rule in hardware or not.
+
+#include <string>
+#include <vector>
+
+#include "core/result.hpp"
+#include "core/tc/backend.hpp"
+
+namespace dpo::reconcile {
+
+struct Outcome {
+    std::size_t kept = 0, added = 0, replaced = 0, deleted = 0;
+    std::size_t messages = 0;             // filter messages sent: 0 when nothing changed
+    std::size_t in_hw = 0, not_in_hw = 0;  // of our rules after the pass
+    std::vector<tc::Refusal> refused;
+};
+
+class Reconciler {
+public:
+    explicit Reconciler(tc::Backend& backend) : backend_(backend) {}
+
+    // `devs` are the devices we own rules on; a device missing from `desired`
+    // keeps none of ours.
+    Result<Outcome> sync(const std::vector<tc::Rule>& desired, const std::vector<std::string>& devs);
+    // Deletes every rule of ours on `devs`, and nothing else.
+    Result<Outcome> flush(const std::vector<std::string>& devs);
+
+private:
+    Result<std::vector<tc::Installed>> dump_all(const std::vector<std::string>& devs);
+
+    tc::Backend& backend_;
+};
+
+}  // namespace dpo::reconcile

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// Follows links, addresses, routes and neighbours with libnl-route-3's cache
+// manager: it subscribes to the multicast groups before it dumps, so no change
+// falls between the two. A netlink overrun (ENOBUFS) loses events: the watcher
+// then rebuilds its caches from a fresh dump, a full resync, and says so.
+
+#include <memory>
+
+#include "core/kernel_state.hpp"
+#include "core/result.hpp"
+
+struct nl_cache_mngr;
+struct nl_cache;
+
+namespace dpo::kernel {
+
+class RtnlWatcher {
+public:
+    static Result<std::unique_ptr<RtnlWatcher>> open();
+    ~RtnlWatcher();
+
+    int fd() const;
+
+    struct Progress {
+        bool changed = false;
+        bool resynced = false;  // an overrun forced a full resync
+    };
+    // Reads whatever is pending without blocking.
+    Result<Progress> process();
+
+    KernelState state() const;
+
+private:
+    RtnlWatcher() = default;
+    Result<Done> start();
+    void stop();
+
+    nl_cache_mngr* mngr_ = nullptr;
+    nl_cache* links_ = nullptr;
+    nl_cache* addrs_ = nullptr;
+    nl_cache* routes_ = nullptr;
+    nl_cache* neigh_ = nullptr;
+    bool changed_ = false;
+};
+
+}  // namespace dpo::kernel

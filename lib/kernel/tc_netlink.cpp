@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "tc_netlink.hpp"
+
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "tc_codec.hpp"
+
+namespace dpo::kernel {
+
+namespace {
+
+// Requests go out in batches of at most this many bytes: well under the socket's
+// send buffer, and few enough acks to fit the receive buffer.
+constexpr std::size_t kBatchBytes = 64 * 1024;
+
+std::string errno_text(int e) { return std::strerror(e); }
+
+int ifindex_of(const std::string& dev) { return static_cast<int>(if_nametoindex(dev.c_str())); }
+
+// The extack message of an NLMSG_ERROR, if the kernel sent one.
+std::string extack_of(const nlmsghdr* nlh) {
+    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
+    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    // With NETLINK_CAP_ACK the request comes back as its header only.
+    std::size_t offset = sizeof(nlmsgerr);
+    if (!(nlh->nlmsg_flags & NLM_F_CAPPED) && err->error != 0) offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
+    std::string msg;
+    mnl_attr_parse(
+        nlh, static_cast<unsigned>(offset),
+        [](const nlattr* a, void* data) {
+            if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
+                *static_cast<std::string*>(data) = mnl_attr_get_str(a);
+            return MNL_CB_OK;
+        },
+        &msg);
+    return msg;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TcNetlink>> TcNetlink::open() {
+    mnl_socket* s = mnl_socket_open(NETLINK_ROUTE);
+    if (!s) return fail("cannot open rtnetlink: " + errno_text(errno));
+    if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) {
+        const int e = errno;
+        mnl_socket_close(s);
+        return fail("cannot bind rtnetlink: " + errno_text(e));
+    }
+    int on = 1;
+    // extack: the kernel says why it refused; cap_ack: acks carry no request copy.
+    mnl_socket_setsockopt(s, NETLINK_EXT_ACK, &on, sizeof on);
+    mnl_socket_setsockopt(s, NETLINK_CAP_ACK, &on, sizeof on);
+    return std::unique_ptr<TcNetlink>(new TcNetlink(s));
+}
+
+TcNetlink::~TcNetlink() { mnl_socket_close(sock_); }
+
+Result<std::vector<tc::Installed>> TcNetlink::dump(const std::string& dev) {
+    const int ifindex = ifindex_of(dev);
+    if (!ifindex) return fail("no device " + dev);
+    std::vector<char> buf(kMessageRoom);
+    nlmsghdr* req = put_dump_filters(buf.data(), ifindex);
+    req->nlmsg_seq = next_seq();
+    if (mnl_socket_sendto(sock_, req, req->nlmsg_len) < 0) return fail("filter dump: " + errno_text(errno));
+
+    std::vector<tc::Installed> out;
+    std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE * 4);
+    for (;;) {
+        const ssize_t n = mnl_socket_recvfrom(sock_, rx.data(), rx.size());
+        if (n < 0) return fail("filter dump: " + errno_text(errno));
+        int len = static_cast<int>(n);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
+            if (nlh->nlmsg_seq != req->nlmsg_seq) continue;  // a late ack of something else
+            if (nlh->nlmsg_type == NLMSG_DONE) return out;
+            if (nlh->nlmsg_type == NLMSG_ERROR) {
+                const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+                // No clsact qdisc yet: nothing installed.
+                if (err->error == -EINVAL || err->error == -ENOENT) return out;
+                return fail("filter dump: " + errno_text(-err->error));
+            }
+            auto f = parse_filter(nlh);
+            if (!f || !f->handle) continue;  // chain/prio headers of the dump
+            f->rule.dev = dev;
+            for (auto& a : f->rule.actions)
+                if (auto* r = std::get_if<tc::Redirect>(&a)) {
+                    char name[IF_NAMESIZE] = {};
+                    if (if_indextoname(static_cast<unsigned>(r->ifindex), name)) r->dev = name;
+                }
+            out.push_back(std::move(*f));
+        }
+    }
+}
+
+Result<Done> TcNetlink::ensure_clsact(const std::string& dev) {
+    const int ifindex = ifindex_of(dev);
+    if (!ifindex) return fail("no device " + dev);
+    std::vector<char> buf(kMessageRoom);
+    nlmsghdr* req = put_new_clsact(buf.data(), ifindex);
+    req->nlmsg_seq = next_seq();
+    tc::ApplyReport report;
+    send_batch(std::vector<char>(buf.begin(), buf.begin() + req->nlmsg_len), {{req->nlmsg_seq, "clsact " + dev}},
+               report);
+    if (!report.refused.empty() && report.refused[0].error != EEXIST)
+        return fail("clsact on " + dev + ": " + errno_text(report.refused[0].error) +
+                    (report.refused[0].extack.empty() ? "" : " (" + report.refused[0].extack + ")"));
+    return Done{};
+}
+
+tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
+    tc::ApplyReport report;
+    std::vector<char> batch;
+    std::vector<Sent> sent;
+    std::vector<char> buf(kMessageRoom);
+    std::map<std::string, int> ifindex;
+    auto index_of = [&](const std::string& dev) {
+        auto [it, fresh] = ifindex.emplace(dev, 0);
+        if (fresh) it->second = ifindex_of(dev);
+        return it->second;
+    };
+    auto flush = [&] {
+        if (!batch.empty()) send_batch(batch, sent, report);
+        batch.clear();
+        sent.clear();
+    };
+    auto add = [&](nlmsghdr* nlh, std::string what) {
+        nlh->nlmsg_seq = next_seq();
+        if (batch.size() + nlh->nlmsg_len > kBatchBytes) flush();
+        const auto* bytes = reinterpret_cast<const char*>(nlh);
+        batch.insert(batch.end(), bytes, bytes + nlh->nlmsg_len);
+        sent.push_back({nlh->nlmsg_seq, std::move(what)});
+    };
+    auto missing_dev = [&](const tc::Rule& r) { report.refused.push_back({r.key(), ENODEV, "no device " + r.dev}); };
+
+    // Deletes first: a stale rule must not shadow its replacement in between.
+    for (const auto& d : plan.deletes) {
+        const int ifi = index_of(d.rule.dev);
+        if (!ifi) { missing_dev(d.rule); continue; }
+        add(put_del_filter(buf.data(), {ifi, d.rule.chain, d.rule.prio, d.rule.protocol, d.handle}), d.rule.key());
+    }
+    flush();
+    for (const auto& r : plan.replaces) {
+        const int ifi = index_of(r.rule.dev);
+        if (!ifi) { missing_dev(r.rule); continue; }
+        add(put_new_filter(buf.data(), r.rule, ifi, r.handle), r.rule.key());
+    }
+    for (const auto& r : plan.adds) {
+        const int ifi = index_of(r.dev);
+        if (!ifi) { missing_dev(r); continue; }
+        add(put_new_filter(buf.data(), r, ifi, 0), r.key());
+    }
+    flush();
+    return report;
+}
+
+void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report) {
+    report.sent += sent.size();
+    if (mnl_socket_sendto(sock_, buf.data(), buf.size()) < 0) {
+        const int e = errno;
+        for (const auto& s : sent) report.refused.push_back({s.rule, e, "send failed"});
+        return;
+    }
+    std::map<std::uint32_t, const Sent*> waiting;
+    for (const auto& s : sent) waiting.emplace(s.seq, &s);
+    std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE * 4);
+    while (!waiting.empty()) {
+        const ssize_t n = mnl_socket_recvfrom(sock_, rx.data(), rx.size());
+        if (n < 0) {
+            const int e = errno;
+            for (const auto& [_, s] : waiting) report.refused.push_back({s->rule, e, "no ack: " + errno_text(e)});
+            return;
+        }
+        int len = static_cast<int>(n);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
+            if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+            const auto it = waiting.find(nlh->nlmsg_seq);
+            if (it == waiting.end()) continue;
+            const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+            if (err->error == 0) ++report.done;
+            else report.refused.push_back({it->second->rule, -err->error, extack_of(nlh)});
+            waiting.erase(it);
+        }
+    }
+}
+
+}  // namespace dpo::kernel

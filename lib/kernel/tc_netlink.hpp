@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// tc over rtnetlink with libmnl: batched requests, one ack per message with the
+// kernel's extack text, dumps decoded by tc_codec.
+
+#include <libmnl/libmnl.h>
+
+#include <memory>
+
+#include "core/tc/backend.hpp"
+
+namespace dpo::kernel {
+
+class TcNetlink final : public tc::Backend {
+public:
+    static Result<std::unique_ptr<TcNetlink>> open();
+    ~TcNetlink() override;
+
+    Result<std::vector<tc::Installed>> dump(const std::string& dev) override;
+    Result<Done> ensure_clsact(const std::string& dev) override;
+    tc::ApplyReport apply(const reconcile::Plan& plan) override;
+
+private:
+    explicit TcNetlink(mnl_socket* s) : sock_(s) {}
+    struct Sent {
+        std::uint32_t seq;
+        std::string rule;
+    };
+    // Sends the messages in `buf` (already sequenced) and collects one ack each.
+    void send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report);
+    std::uint32_t next_seq() { return ++seq_; }
+
+    mnl_socket* sock_;
+    std::uint32_t seq_ = 0;
+};
+
+}  // namespace dpo::kernel
