@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
+#include <unordered_map>
 
 #include "pipeline.hpp"
 #include "route_lookup.hpp"
@@ -28,12 +30,41 @@ bool never_routed(const IpAddress& a) {
     return a.bytes[0] == 0xff || (a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80);
 }
 
+// Neighbours by (device, address): a gateway lookup per route must not scan them all.
+class NeighbourIndex {
+public:
+    explicit NeighbourIndex(const std::vector<Neighbour>& ns) {
+        index_.reserve(ns.size());
+        for (const Neighbour& n : ns) index_.emplace(Key{n.ifindex, n.address}, &n);
+    }
+    const Neighbour* find(int ifindex, const IpAddress& a) const {
+        const auto it = index_.find(Key{ifindex, a});
+        return it == index_.end() ? nullptr : it->second;
+    }
+
+private:
+    struct Key {
+        int ifindex;
+        IpAddress address;
+        bool operator==(const Key&) const = default;
+    };
+    struct Hash {
+        std::size_t operator()(const Key& k) const noexcept {
+            std::size_t h = static_cast<std::size_t>(k.ifindex);
+            for (auto b : k.address.bytes) h = h * 131 + b;
+            return h;
+        }
+    };
+    std::unordered_map<Key, const Neighbour*, Hash> index_;
+};
+
 // The routing chain of one role, for VLAN-tagged traffic on the uplink.
 class RoutingChain {
 public:
-    RoutingChain(const Mapping& m, const KernelState& k, const Link& uplink, Role role, Program& out)
-        : m_(m), k_(k), uplink_(uplink), role_(role), chain_(process_chain(role)), out_(out),
-          routes_(k.routes, m.route_table) {}
+    RoutingChain(const Mapping& m, const KernelState& k, const Link& uplink, Role role, const RouteLookup& routes,
+                 const NeighbourIndex& neighbours, Program& out)
+        : m_(m), k_(k), uplink_(uplink), role_(role), chain_(process_chain(role)), out_(out), routes_(routes),
+          neighbours_(neighbours) {}
 
     void emit() {
         ttl_expiring(Family::V4);
@@ -105,9 +136,8 @@ private:
     }
 
     const Neighbour* resolved(int ifindex, const IpAddress& a) const {
-        for (const Neighbour& n : k_.neighbours)
-            if (n.ifindex == ifindex && n.address == a && n.state == NeighbourState::Resolved && n.mac) return &n;
-        return nullptr;
+        const Neighbour* n = neighbours_.find(ifindex, a);
+        return n && n->state == NeighbourState::Resolved && n->mac ? n : nullptr;
     }
 
     // Routing, re-tag and egress: groups 2 (pop), 3 and 4 of the flow chart.
@@ -178,7 +208,8 @@ private:
     Role role_;
     std::uint32_t chain_;
     Program& out_;
-    RouteLookup routes_;
+    const RouteLookup& routes_;
+    const NeighbourIndex& neighbours_;
 };
 
 }  // namespace
@@ -219,14 +250,22 @@ Program compile(const Mapping& m, const KernelState& k) {
     }
 
     // Group 3: process packet, per role of the ingress interface.
-    for (Role role : roles) RoutingChain(m, k, *uplink, role, p).emit();
+    const RouteLookup routes(k.routes, m.route_table);
+    const NeighbourIndex neighbours(k.neighbours);
+    for (Role role : roles) RoutingChain(m, k, *uplink, role, routes, neighbours, p).emit();
 
-    std::sort(p.rules.begin(), p.rules.end(), [](const tc::Rule& a, const tc::Rule& b) {
-        if (a.dev != b.dev) return a.dev < b.dev;
-        if (a.chain != b.chain) return a.chain < b.chain;
-        if (a.prio != b.prio) return a.prio < b.prio;
-        return a.key() < b.key();
+    // Sorted by place, then identity: the order is for people and golden tests.
+    std::vector<std::size_t> order(p.rules.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        const tc::Rule& x = p.rules[a];
+        const tc::Rule& y = p.rules[b];
+        return std::tie(x.dev, x.chain, x.prio, x.protocol, x.match) < std::tie(y.dev, y.chain, y.prio, y.protocol, y.match);
     });
+    std::vector<tc::Rule> sorted;
+    sorted.reserve(p.rules.size());
+    for (std::size_t i : order) sorted.push_back(std::move(p.rules[i]));
+    p.rules = std::move(sorted);
     std::sort(p.notes.begin(), p.notes.end());
     p.notes.erase(std::unique(p.notes.begin(), p.notes.end()), p.notes.end());
     return p;

@@ -61,6 +61,24 @@ struct ActionText {
 
 }  // namespace
 
+std::size_t IdentityHash::operator()(const Identity& i) const noexcept {
+    std::size_t h = std::hash<std::string>{}(i.dev);
+    auto mix = [&h](std::size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    mix(i.chain);
+    mix(i.prio);
+    mix(i.protocol);
+    const auto& m = i.match;
+    mix(m.vlan_id.value_or(0xffff));
+    mix(m.vlan_ethtype.value_or(0));
+    for (const auto* p : {&m.dst_ip, &m.src_ip}) {
+        if (!*p) continue;
+        for (auto b : (*p)->address.bytes) mix(b);
+        mix((*p)->length);
+    }
+    if (m.ip_ttl) mix(0x100u | m.ip_ttl->value | (static_cast<std::size_t>(m.ip_ttl->mask) << 16));
+    return h;
+}
+
 std::string Rule::key() const {
     return dev + " chain " + std::to_string(chain) + " prio " + std::to_string(prio) + " protocol " +
            protocol_name(protocol) + match_text(match);
