@@ -211,7 +211,7 @@ TEST_CASE("the fast path leaves to the kernel what it cannot carry") {
         return std::any_of(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(w) != std::string::npos; });
     };
     CHECK(noted("route 10.60.0.0/16: gateway 10.100.0.99 unresolved: left to the kernel"));
-    CHECK(noted("route 10.70.0.0/16: egress eth0 is not a mapped VLAN interface"));
+    CHECK(noted("route 10.70.0.0/16: egress eth0 is not a mapped VLAN interface that is up"));
     CHECK(noted("route 10.80.0.0/16: multipath"));
     CHECK(noted("route 10.90.0.0/16: not a unicast route"));
 }
@@ -271,4 +271,18 @@ TEST_CASE("no uplink, no rules") {
     CHECK(p.rules.empty());
     REQUIRE(p.notes.size() == 1);
     CHECK(p.notes[0] == "uplink p0 does not exist: no rules");
+}
+
+TEST_CASE("an interface whose netdev is down or missing is neither classified nor an egress") {
+    Hypervisor h;
+    h.k.links[4].up = false;  // p0.101 (red) down
+    h.k.links.erase(5);       // p0.200 (transit) gone
+    auto p = dpo::compile::compile(mapping(), h.k);
+    CHECK(commands(p, 1) == std::vector<std::string>{
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 100 "
+                                "action gact goto chain 256"});
+    CHECK_FALSE(has_rule(p, kInner, "dst_ip 10.101.0.2/32"));
+    CHECK(std::count(p.notes.begin(), p.notes.end(), "interface red: netdev p0.101 is down: its VLAN is left to the kernel") == 1);
+    CHECK(std::count(p.notes.begin(), p.notes.end(),
+                     "interface transit: netdev p0.200 does not exist: its VLAN is left to the kernel") == 1);
 }

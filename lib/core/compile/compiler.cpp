@@ -122,7 +122,8 @@ private:
     // The egress interface a nexthop device stands for, if the fast path can send there.
     const Interface* egress(int ifindex) const {
         const auto it = k_.links.find(ifindex);
-        if (it == k_.links.end()) return nullptr;
+        // A device that is down sends nothing in the kernel either.
+        if (it == k_.links.end() || !it->second.up) return nullptr;
         const Interface* i = m_.find_by_netdev(it->second.name);
         if (!i || !std::holds_alternative<VlanEncap>(i->encap)) return nullptr;
         return i;
@@ -172,7 +173,7 @@ private:
         if (rt.nexthops.size() != 1) return leave("multipath");
         const Nexthop& nh = rt.nexthops.front();
         const Interface* out_if = egress(nh.ifindex);
-        if (!out_if) return leave("egress " + k_.link_name(nh.ifindex) + " is not a mapped VLAN interface");
+        if (!out_if) return leave("egress " + k_.link_name(nh.ifindex) + " is not a mapped VLAN interface that is up");
         if (auto why = refusal(*out_if, f); !why.empty()) return leave(why);
         if (!nh.gateway) {
             // Directly connected: each resolved neighbour gets its own rule; the rest
@@ -237,6 +238,14 @@ Program compile(const Mapping& m, const KernelState& k) {
     for (const Interface& i : m.interfaces) {
         const auto* vlan = std::get_if<VlanEncap>(&i.encap);
         if (!vlan) continue;
+        // The kernel takes in nothing on a VLAN whose device is missing or down: the
+        // fast path must not carry what the slow path would not.
+        const Link* netdev = k.link_by_name(i.netdev);
+        if (!netdev || !netdev->up) {
+            p.notes.push_back("interface " + i.name + ": netdev " + i.netdev + (netdev ? " is down" : " does not exist") +
+                              ": its VLAN is left to the kernel");
+            continue;
+        }
         tc::Rule r;
         r.dev = m.uplink;
         r.chain = kChainClassify;
