@@ -8,9 +8,11 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <linux/tc_act/tc_csum.h>
+#include <linux/tc_act/tc_ct.h>
 #include <linux/tc_act/tc_gact.h>
 #include <linux/tc_act/tc_mirred.h>
 #include <linux/tc_act/tc_pedit.h>
+#include <linux/tc_act/tc_tunnel_key.h>
 #include <linux/tc_act/tc_vlan.h>
 
 #include <algorithm>
@@ -118,7 +120,9 @@ struct ActionEncoder {
             case 3: case 4: return "vlan";
             case 5: return "pedit";
             case 6: return "csum";
-            default: return "mirred";
+            case 7: return "mirred";
+            case 8: return "ct";
+            default: return "tunnel_key";
         }
     }
     void gact(int action) const {
@@ -149,6 +153,43 @@ struct ActionEncoder {
         p.action = TC_ACT_PIPE;
         p.update_flags = TCA_CSUM_UPDATE_FLAG_IPV4HDR;
         mnl_attr_put(nlh, TCA_CSUM_PARMS, sizeof p, &p);
+    }
+    void operator()(const tc::Ct& c) const {
+        tc_ct p{};
+        p.action = TC_ACT_PIPE;
+        mnl_attr_put(nlh, TCA_CT_PARMS, sizeof p, &p);
+        std::uint16_t flags = 0;
+        if (c.clear) flags |= TCA_CT_ACT_CLEAR;
+        if (c.commit) flags |= TCA_CT_ACT_COMMIT;
+        if (c.nat || c.snat) flags |= TCA_CT_ACT_NAT;
+        if (c.snat) flags |= TCA_CT_ACT_NAT_SRC;
+        mnl_attr_put_u16(nlh, TCA_CT_ACTION, flags);
+        if (c.clear) return;
+        mnl_attr_put_u16(nlh, TCA_CT_ZONE, c.zone);
+        if (c.snat) {
+            mnl_attr_put(nlh, TCA_CT_NAT_IPV4_MIN, 4, c.snat->min.bytes.data());
+            mnl_attr_put(nlh, TCA_CT_NAT_IPV4_MAX, 4, c.snat->max.bytes.data());
+            mnl_attr_put_u16(nlh, TCA_CT_NAT_PORT_MIN, htons(c.snat->port_min));
+            mnl_attr_put_u16(nlh, TCA_CT_NAT_PORT_MAX, htons(c.snat->port_max));
+        }
+    }
+    void operator()(const tc::TunnelSet& t) const {
+        tc_tunnel_key p{};
+        p.action = TC_ACT_PIPE;
+        p.t_action = TCA_TUNNEL_KEY_ACT_SET;
+        mnl_attr_put(nlh, TCA_TUNNEL_KEY_PARMS, sizeof p, &p);
+        const bool v4 = t.src.family == Family::V4;
+        mnl_attr_put(nlh, v4 ? TCA_TUNNEL_KEY_ENC_IPV4_SRC : TCA_TUNNEL_KEY_ENC_IPV6_SRC, t.src.size(), t.src.bytes.data());
+        mnl_attr_put(nlh, v4 ? TCA_TUNNEL_KEY_ENC_IPV4_DST : TCA_TUNNEL_KEY_ENC_IPV6_DST, t.dst.size(), t.dst.bytes.data());
+        mnl_attr_put_u32(nlh, TCA_TUNNEL_KEY_ENC_KEY_ID, htonl(t.vni));
+        mnl_attr_put_u16(nlh, TCA_TUNNEL_KEY_ENC_DST_PORT, htons(t.dst_port));
+        mnl_attr_put_u8(nlh, TCA_TUNNEL_KEY_NO_CSUM, t.csum ? 0 : 1);
+    }
+    void operator()(const tc::TunnelUnset&) const {
+        tc_tunnel_key p{};
+        p.action = TC_ACT_PIPE;
+        p.t_action = TCA_TUNNEL_KEY_ACT_RELEASE;
+        mnl_attr_put(nlh, TCA_TUNNEL_KEY_PARMS, sizeof p, &p);
     }
     void operator()(const tc::Redirect& r) const {
         tc_mirred p{};
@@ -194,6 +235,23 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
     if (m.ip_ttl) {
         mnl_attr_put_u8(nlh, TCA_FLOWER_KEY_IP_TTL, m.ip_ttl->value);
         mnl_attr_put_u8(nlh, TCA_FLOWER_KEY_IP_TTL_MASK, m.ip_ttl->mask);
+    }
+    if (m.ct_state) {
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_CT_STATE, m.ct_state->value);
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_CT_STATE_MASK, m.ct_state->mask);
+    }
+    if (m.ct_zone) {
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_CT_ZONE, *m.ct_zone);
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_CT_ZONE_MASK, 0xffff);
+    }
+    if (m.enc_key_id) mnl_attr_put_u32(nlh, TCA_FLOWER_KEY_ENC_KEY_ID, htonl(*m.enc_key_id));
+    if (m.enc_dst_ip)
+        put_prefix(nlh, IpPrefix{*m.enc_dst_ip, static_cast<std::uint8_t>(m.enc_dst_ip->size() * 8)},
+                   TCA_FLOWER_KEY_ENC_IPV4_DST, TCA_FLOWER_KEY_ENC_IPV4_DST_MASK, TCA_FLOWER_KEY_ENC_IPV6_DST,
+                   TCA_FLOWER_KEY_ENC_IPV6_DST_MASK);
+    if (m.enc_dst_port) {
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ENC_UDP_DST_PORT, htons(*m.enc_dst_port));
+        mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK, 0xffff);
     }
     nlattr* acts = mnl_attr_nest_start(nlh, TCA_FLOWER_ACT);
     for (std::size_t i = 0; i < r.actions.size(); ++i) {
@@ -385,6 +443,56 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         if (!p || p->action != TC_ACT_PIPE || p->update_flags != TCA_CSUM_UPDATE_FLAG_IPV4HDR) return std::nullopt;
         return tc::CsumIp4h{};
     }
+    if (kind == "ct") {
+        auto t = nested<TCA_CT_MAX>(opts);
+        const auto* p = payload<tc_ct>(t[TCA_CT_PARMS]);
+        if (!p || p->action != TC_ACT_PIPE || t[TCA_CT_MARK] || t[TCA_CT_LABELS]) return std::nullopt;
+        const std::uint16_t flags = t[TCA_CT_ACTION] ? mnl_attr_get_u16(t[TCA_CT_ACTION]) : 0;
+        tc::Ct c;
+        c.clear = flags & TCA_CT_ACT_CLEAR;
+        c.commit = flags & TCA_CT_ACT_COMMIT;
+        const bool nat = flags & TCA_CT_ACT_NAT;
+        if (flags & (TCA_CT_ACT_FORCE | TCA_CT_ACT_NAT_DST)) return std::nullopt;
+        if (c.clear) return c;
+        if (t[TCA_CT_ZONE]) c.zone = mnl_attr_get_u16(t[TCA_CT_ZONE]);
+        if (flags & TCA_CT_ACT_NAT_SRC) {
+            const nlattr* lo = t[TCA_CT_NAT_IPV4_MIN];
+            const nlattr* hi = t[TCA_CT_NAT_IPV4_MAX];
+            if (!lo || !hi || mnl_attr_get_payload_len(lo) != 4 || mnl_attr_get_payload_len(hi) != 4) return std::nullopt;
+            tc::SnatRange r;
+            r.min = IpAddress::from_bytes(Family::V4, mnl_attr_get_payload(lo));
+            r.max = IpAddress::from_bytes(Family::V4, mnl_attr_get_payload(hi));
+            if (t[TCA_CT_NAT_PORT_MIN]) r.port_min = ntohs(mnl_attr_get_u16(t[TCA_CT_NAT_PORT_MIN]));
+            if (t[TCA_CT_NAT_PORT_MAX]) r.port_max = ntohs(mnl_attr_get_u16(t[TCA_CT_NAT_PORT_MAX]));
+            c.snat = r;
+        } else {
+            c.nat = nat;
+        }
+        return c;
+    }
+    if (kind == "tunnel_key") {
+        auto t = nested<TCA_TUNNEL_KEY_MAX>(opts);
+        const auto* p = payload<tc_tunnel_key>(t[TCA_TUNNEL_KEY_PARMS]);
+        if (!p || p->action != TC_ACT_PIPE) return std::nullopt;
+        if (p->t_action == TCA_TUNNEL_KEY_ACT_RELEASE) return tc::TunnelUnset{};
+        if (p->t_action != TCA_TUNNEL_KEY_ACT_SET || !t[TCA_TUNNEL_KEY_ENC_KEY_ID] || t[TCA_TUNNEL_KEY_ENC_OPTS] ||
+            t[TCA_TUNNEL_KEY_ENC_TOS] || t[TCA_TUNNEL_KEY_ENC_TTL])
+            return std::nullopt;
+        tc::TunnelSet s;
+        s.vni = ntohl(mnl_attr_get_u32(t[TCA_TUNNEL_KEY_ENC_KEY_ID]));
+        const nlattr* src = t[TCA_TUNNEL_KEY_ENC_IPV4_SRC] ? t[TCA_TUNNEL_KEY_ENC_IPV4_SRC] : t[TCA_TUNNEL_KEY_ENC_IPV6_SRC];
+        const nlattr* dst = t[TCA_TUNNEL_KEY_ENC_IPV4_DST] ? t[TCA_TUNNEL_KEY_ENC_IPV4_DST] : t[TCA_TUNNEL_KEY_ENC_IPV6_DST];
+        if (!src || !dst) return std::nullopt;
+        const Family f = t[TCA_TUNNEL_KEY_ENC_IPV4_SRC] ? Family::V4 : Family::V6;
+        if (mnl_attr_get_payload_len(src) != (f == Family::V4 ? 4u : 16u) ||
+            mnl_attr_get_payload_len(dst) != mnl_attr_get_payload_len(src))
+            return std::nullopt;
+        s.src = IpAddress::from_bytes(f, mnl_attr_get_payload(src));
+        s.dst = IpAddress::from_bytes(f, mnl_attr_get_payload(dst));
+        if (t[TCA_TUNNEL_KEY_ENC_DST_PORT]) s.dst_port = ntohs(mnl_attr_get_u16(t[TCA_TUNNEL_KEY_ENC_DST_PORT]));
+        s.csum = !(t[TCA_TUNNEL_KEY_NO_CSUM] && mnl_attr_get_u8(t[TCA_TUNNEL_KEY_NO_CSUM]));
+        return s;
+    }
     if (kind == "mirred") {
         auto t = nested<TCA_MIRRED_MAX>(opts);
         const auto* p = payload<tc_mirred>(t[TCA_MIRRED_PARMS]);
@@ -430,6 +538,10 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
         TCA_FLOWER_KEY_IPV4_DST_MASK, TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK,
         TCA_FLOWER_KEY_IPV6_DST, TCA_FLOWER_KEY_IPV6_DST_MASK, TCA_FLOWER_KEY_IPV6_SRC,
         TCA_FLOWER_KEY_IPV6_SRC_MASK, TCA_FLOWER_KEY_IP_TTL, TCA_FLOWER_KEY_IP_TTL_MASK,
+        TCA_FLOWER_KEY_CT_STATE, TCA_FLOWER_KEY_CT_STATE_MASK, TCA_FLOWER_KEY_CT_ZONE,
+        TCA_FLOWER_KEY_CT_ZONE_MASK, TCA_FLOWER_KEY_ENC_KEY_ID, TCA_FLOWER_KEY_ENC_IPV4_DST,
+        TCA_FLOWER_KEY_ENC_IPV4_DST_MASK, TCA_FLOWER_KEY_ENC_IPV6_DST, TCA_FLOWER_KEY_ENC_IPV6_DST_MASK,
+        TCA_FLOWER_KEY_ENC_UDP_DST_PORT, TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK,
     };
     for (std::size_t type = 1; type < f.at.size(); ++type)
         if (f.at[type] && std::find(std::begin(kKnown), std::end(kKnown), static_cast<int>(type)) == std::end(kKnown))
@@ -453,6 +565,28 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
             m.ip_ttl = tc::Masked<std::uint8_t>{mnl_attr_get_u8(f[TCA_FLOWER_KEY_IP_TTL]),
                                                 mnl_attr_get_u8(f[TCA_FLOWER_KEY_IP_TTL_MASK])};
         else ok = false;
+    }
+
+    if (f[TCA_FLOWER_KEY_CT_STATE] && f[TCA_FLOWER_KEY_CT_STATE_MASK])
+        m.ct_state = tc::Masked<std::uint16_t>{mnl_attr_get_u16(f[TCA_FLOWER_KEY_CT_STATE]),
+                                               mnl_attr_get_u16(f[TCA_FLOWER_KEY_CT_STATE_MASK])};
+    else if (f[TCA_FLOWER_KEY_CT_STATE] || f[TCA_FLOWER_KEY_CT_STATE_MASK]) ok = false;
+    if (f[TCA_FLOWER_KEY_CT_ZONE]) {
+        if (f[TCA_FLOWER_KEY_CT_ZONE_MASK] && mnl_attr_get_u16(f[TCA_FLOWER_KEY_CT_ZONE_MASK]) != 0xffff) ok = false;
+        m.ct_zone = mnl_attr_get_u16(f[TCA_FLOWER_KEY_CT_ZONE]);
+    }
+    if (f[TCA_FLOWER_KEY_ENC_KEY_ID]) m.enc_key_id = ntohl(mnl_attr_get_u32(f[TCA_FLOWER_KEY_ENC_KEY_ID]));
+    {
+        std::optional<IpPrefix> enc;
+        ok = ok && take_prefix(f[TCA_FLOWER_KEY_ENC_IPV4_DST], f[TCA_FLOWER_KEY_ENC_IPV4_DST_MASK], Family::V4, enc);
+        ok = ok && take_prefix(f[TCA_FLOWER_KEY_ENC_IPV6_DST], f[TCA_FLOWER_KEY_ENC_IPV6_DST_MASK], Family::V6, enc);
+        if (enc && enc->length != enc->address.size() * 8) ok = false;  // we match a VTEP exactly
+        if (enc) m.enc_dst_ip = enc->address;
+    }
+    if (f[TCA_FLOWER_KEY_ENC_UDP_DST_PORT]) {
+        if (f[TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK] && mnl_attr_get_u16(f[TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK]) != 0xffff)
+            ok = false;
+        m.enc_dst_port = ntohs(mnl_attr_get_u16(f[TCA_FLOWER_KEY_ENC_UDP_DST_PORT]));
     }
 
     if (f[TCA_FLOWER_ACT]) {

@@ -105,3 +105,59 @@ TEST_CASE("not a filter message is an error, not a crash") {
     nlh->nlmsg_len = sizeof(nlmsghdr) + 2;  // truncated
     CHECK_FALSE(kernel::parse_filter(nlh).ok());
 }
+
+TEST_CASE("conntrack: lookup with nat, commit with a source range, clear, and ct_state matches round-trip") {
+    tc::Rule r;
+    r.chain = 256;
+    r.prio = 10;
+    r.protocol = tc::kEth8021Q;
+    r.match.vlan_ethtype = tc::kEthIpv4;
+    r.match.ct_state = tc::Masked<std::uint16_t>{0, tc::kCtTracked};
+    r.actions = {tc::Ct{1, false, true, false, std::nullopt}, tc::Goto{257}};
+    CHECK(round_trip(r).rule == r);
+    CHECK(tc::to_tc_command(r) ==
+          "tc filter add dev  ingress chain 256 prio 10 protocol 802.1Q flower vlan_ethtype ip ct_state -trk "
+          "action ct zone 1 nat pipe action gact goto chain 257");
+
+    tc::Rule n = r;
+    n.match.ct_state = tc::Masked<std::uint16_t>{tc::kCtTracked | tc::kCtNew, tc::kCtTracked | tc::kCtNew};
+    n.match.ct_zone = 1;
+    tc::SnatRange range{*IpAddress::parse("198.51.100.3"), *IpAddress::parse("198.51.100.3"), 4608, 5119};
+    n.actions = {tc::Ct{1, true, false, false, range}, tc::Pass{}};
+    CHECK(round_trip(n).rule == n);
+    CHECK(tc::to_tc_command(n).find("ct_zone 1 ct_state +trk+new action ct commit zone 1 src addr "
+                                    "198.51.100.3-198.51.100.3 port 4608-5119 pipe") != std::string::npos);
+
+    tc::Rule c = r;
+    c.actions = {tc::Ct{0, false, false, true, std::nullopt}, tc::Pass{}};
+    CHECK(round_trip(c).rule == c);
+}
+
+TEST_CASE("VXLAN: decap matches and encap metadata round-trip, IPv4 and IPv6") {
+    tc::Rule d;
+    d.chain = 0;
+    d.prio = 1;
+    d.protocol = tc::kEthAll;
+    d.match.enc_key_id = 5001;
+    d.match.enc_dst_ip = *IpAddress::parse("10.0.1.1");
+    d.match.enc_dst_port = 4789;
+    d.actions = {tc::Goto{0x100}};
+    CHECK(round_trip(d).rule == d);
+    d.match.enc_dst_ip = *IpAddress::parse("fd00:1::1");
+    CHECK(round_trip(d).rule == d);
+
+    tc::Rule e;
+    e.chain = 256;
+    e.prio = 116;
+    e.protocol = tc::kEth8021Q;
+    e.match.vlan_ethtype = tc::kEthIpv4;
+    e.actions = {tc::VlanPop{},
+                 tc::TunnelSet{6001, *IpAddress::parse("10.0.2.1"), *IpAddress::parse("10.0.2.10"), 4789, false},
+                 tc::Redirect{9, "", 0}};
+    CHECK(round_trip(e).rule == e);
+    e.actions[1] = tc::TunnelSet{6001, *IpAddress::parse("fd00:2::1"), *IpAddress::parse("fd00:2::a"), 4789, true};
+    CHECK(round_trip(e).rule == e);
+    tc::Rule u = e;
+    u.actions = {tc::TunnelUnset{}, tc::Pass{}};
+    CHECK(round_trip(u).rule == u);
+}

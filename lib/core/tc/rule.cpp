@@ -34,6 +34,18 @@ std::string match_text(const FlowerMatch& m) {
     if (m.dst_ip) s += " dst_ip " + m.dst_ip->str();
     if (m.src_ip) s += " src_ip " + m.src_ip->str();
     if (m.ip_ttl) s += " ip_ttl " + hex8(m.ip_ttl->value) + "/" + hex8(m.ip_ttl->mask);
+    if (m.ct_zone) s += " ct_zone " + std::to_string(*m.ct_zone);
+    if (m.ct_state) {
+        s += " ct_state ";
+        static const std::pair<std::uint16_t, const char*> kBits[] = {{kCtTracked, "trk"}, {kCtNew, "new"},
+                                                                     {kCtEstablished, "est"}, {kCtRelated, "rel"},
+                                                                     {kCtInvalid, "inv"}, {kCtReply, "rpl"}};
+        for (const auto& [bit, name] : kBits)
+            if (m.ct_state->mask & bit) s += std::string(m.ct_state->value & bit ? "+" : "-") + name;
+    }
+    if (m.enc_dst_ip) s += " enc_dst_ip " + m.enc_dst_ip->str();
+    if (m.enc_key_id) s += " enc_key_id " + std::to_string(*m.enc_key_id);
+    if (m.enc_dst_port) s += " enc_dst_port " + std::to_string(*m.enc_dst_port);
     return s;
 }
 
@@ -52,6 +64,22 @@ struct ActionText {
         return s + " pipe";
     }
     std::string operator()(const CsumIp4h&) const { return "csum iph pipe"; }
+    std::string operator()(const Ct& c) const {
+        if (c.clear) return "ct clear pipe";
+        std::string s = "ct";
+        if (c.commit) s += " commit";
+        s += " zone " + std::to_string(c.zone);
+        if (c.nat) s += " nat";
+        if (c.snat)
+            s += " src addr " + c.snat->min.str() + "-" + c.snat->max.str() + " port " +
+                 std::to_string(c.snat->port_min) + "-" + std::to_string(c.snat->port_max);
+        return s + " pipe";
+    }
+    std::string operator()(const TunnelSet& t) const {
+        return "tunnel_key set src_ip " + t.src.str() + " dst_ip " + t.dst.str() + " id " + std::to_string(t.vni) +
+               " dst_port " + std::to_string(t.dst_port) + (t.csum ? " csum" : " nocsum") + " pipe";
+    }
+    std::string operator()(const TunnelUnset&) const { return "tunnel_key unset pipe"; }
     std::string operator()(const Redirect& r) const {
         std::string s = "mirred egress redirect dev " + r.dev;
         if (r.index) s += " index " + std::to_string(r.index);
@@ -76,6 +104,12 @@ std::size_t IdentityHash::operator()(const Identity& i) const noexcept {
         mix((*p)->length);
     }
     if (m.ip_ttl) mix(0x100u | m.ip_ttl->value | (static_cast<std::size_t>(m.ip_ttl->mask) << 16));
+    if (m.ct_state) mix(0x10000u | m.ct_state->value | (static_cast<std::size_t>(m.ct_state->mask) << 20));
+    mix(m.ct_zone.value_or(0));
+    mix(m.enc_key_id.value_or(0));
+    mix(m.enc_dst_port.value_or(0));
+    if (m.enc_dst_ip)
+        for (auto b : m.enc_dst_ip->bytes) mix(b);
     return h;
 }
 

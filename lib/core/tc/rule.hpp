@@ -22,6 +22,14 @@ inline constexpr std::uint16_t kEthIpv4 = 0x0800;
 inline constexpr std::uint16_t kEthIpv6 = 0x86dd;
 inline constexpr std::uint16_t kEth8021Q = 0x8100;
 
+// Connection-state bits of flower's ct_state (TCA_FLOWER_KEY_CT_FLAGS_*).
+inline constexpr std::uint16_t kCtNew = 1 << 0;
+inline constexpr std::uint16_t kCtEstablished = 1 << 1;
+inline constexpr std::uint16_t kCtRelated = 1 << 2;
+inline constexpr std::uint16_t kCtTracked = 1 << 3;
+inline constexpr std::uint16_t kCtInvalid = 1 << 4;
+inline constexpr std::uint16_t kCtReply = 1 << 5;
+
 // A value under a mask; a field matches when (packet & mask) == value.
 template <class T>
 struct Masked {
@@ -36,6 +44,11 @@ struct FlowerMatch {
     std::optional<IpPrefix> dst_ip;             // never zero-length: leave unset instead
     std::optional<IpPrefix> src_ip;
     std::optional<Masked<std::uint8_t>> ip_ttl;  // TTL or hop limit
+    std::optional<Masked<std::uint16_t>> ct_state;  // kCt* bits
+    std::optional<std::uint16_t> ct_zone;
+    std::optional<std::uint32_t> enc_key_id;   // VNI of a decapsulated packet
+    std::optional<IpAddress> enc_dst_ip;       // its outer destination: the local VTEP
+    std::optional<std::uint16_t> enc_dst_port;
 
     auto operator<=>(const FlowerMatch&) const = default;
 };
@@ -97,7 +110,35 @@ struct Redirect {
     bool operator==(const Redirect& o) const { return ifindex == o.ifindex && index == o.index; }
 };
 
-using Action = std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect>;
+// conntrack in a zone. Without commit: look the packet up (and, with `nat`, apply
+// the connection's translation). With commit and `snat`: a new connection, its
+// source translated into the range. `clear` forgets the packet's conntrack state.
+struct SnatRange {
+    IpAddress min, max;
+    std::uint16_t port_min = 0, port_max = 0;
+    bool operator==(const SnatRange&) const = default;
+};
+struct Ct {
+    std::uint16_t zone = 0;
+    bool commit = false;
+    bool nat = false;
+    bool clear = false;
+    std::optional<SnatRange> snat;
+    bool operator==(const Ct&) const = default;
+};
+// tunnel_key set: the VXLAN metadata for an encapsulating redirect.
+struct TunnelSet {
+    std::uint32_t vni = 0;
+    IpAddress src, dst;
+    std::uint16_t dst_port = 4789;
+    bool csum = false;  // outer UDP checksum
+    bool operator==(const TunnelSet&) const = default;
+};
+struct TunnelUnset {
+    bool operator==(const TunnelUnset&) const = default;
+};
+
+using Action = std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect, Ct, TunnelSet, TunnelUnset>;
 
 enum class Hook : std::uint8_t { Ingress };
 
