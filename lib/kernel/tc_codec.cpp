@@ -224,6 +224,11 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
     mnl_attr_put_u32(nlh, TCA_FLOWER_FLAGS, 0);
     if (r.protocol != tc::kEthAll) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ETH_TYPE, htons(r.protocol));
     const auto& m = r.match;
+    if (m.dst_mac) {
+        static const Mac kAllOnes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        mnl_attr_put(nlh, TCA_FLOWER_KEY_ETH_DST, 6, m.dst_mac->data());
+        mnl_attr_put(nlh, TCA_FLOWER_KEY_ETH_DST_MASK, 6, kAllOnes.data());
+    }
     if (m.vlan_id) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_VLAN_ID, *m.vlan_id);
     if (m.vlan_ethtype) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_VLAN_ETH_TYPE, htons(*m.vlan_ethtype));
     if (m.dst_ip)
@@ -333,6 +338,13 @@ template <class T>
 const T* payload(const nlattr* a) {
     if (!a || mnl_attr_get_payload_len(a) < sizeof(T)) return nullptr;
     return static_cast<const T*>(mnl_attr_get_payload(a));
+}
+
+std::optional<Mac> to_mac(const nlattr* a) {
+    if (!a || mnl_attr_get_payload_len(a) != 6) return std::nullopt;
+    Mac m;
+    std::memcpy(m.data(), mnl_attr_get_payload(a), 6);
+    return m;
 }
 
 std::optional<std::uint8_t> prefix_length(const std::uint8_t* mask, std::size_t n) {
@@ -534,6 +546,7 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     // Attributes the decoder understands; any other key means a rule we did not write.
     static const int kKnown[] = {
         TCA_FLOWER_FLAGS, TCA_FLOWER_IN_HW_COUNT, TCA_FLOWER_ACT, TCA_FLOWER_KEY_ETH_TYPE,
+        TCA_FLOWER_KEY_ETH_DST, TCA_FLOWER_KEY_ETH_DST_MASK,
         TCA_FLOWER_KEY_VLAN_ID, TCA_FLOWER_KEY_VLAN_ETH_TYPE, TCA_FLOWER_KEY_IPV4_DST,
         TCA_FLOWER_KEY_IPV4_DST_MASK, TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK,
         TCA_FLOWER_KEY_IPV6_DST, TCA_FLOWER_KEY_IPV6_DST_MASK, TCA_FLOWER_KEY_IPV6_SRC,
@@ -551,6 +564,12 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     // The kernel reports the innermost ethertype as KEY_ETH_TYPE; the filter's
     // protocol (tcm_info) is what was asked for, so the key itself is not kept.
     const bool vlan_proto = out.rule.protocol == tc::kEth8021Q;
+    if (f[TCA_FLOWER_KEY_ETH_DST] || f[TCA_FLOWER_KEY_ETH_DST_MASK]) {
+        auto mac = to_mac(f[TCA_FLOWER_KEY_ETH_DST]);
+        auto mask = to_mac(f[TCA_FLOWER_KEY_ETH_DST_MASK]);
+        if (mac && mask && *mask == Mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) m.dst_mac = *mac;
+        else ok = false;  // a partial MAC match is not one we write
+    }
     if (f[TCA_FLOWER_KEY_VLAN_ID]) m.vlan_id = mnl_attr_get_u16(f[TCA_FLOWER_KEY_VLAN_ID]);
     if (f[TCA_FLOWER_KEY_VLAN_ETH_TYPE]) {
         if (vlan_proto) m.vlan_ethtype = ntohs(mnl_attr_get_u16(f[TCA_FLOWER_KEY_VLAN_ETH_TYPE]));

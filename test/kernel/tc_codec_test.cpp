@@ -58,6 +58,7 @@ TEST_CASE("classification, goto, pass and TTL matches round-trip") {
     c.prio = 1;
     c.protocol = tc::kEth8021Q;
     c.match.vlan_id = 100;
+    c.match.dst_mac = Mac{2, 0, 0, 0, 0x10, 0};
     c.actions = {tc::Goto{256}};
     CHECK(round_trip(c).rule == c);
 

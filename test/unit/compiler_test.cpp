@@ -134,15 +134,15 @@ TEST_CASE("group 1, shared ingress: chain 0 sends tagged traffic to classificati
                                    "action gact goto chain 1"});
 }
 
-TEST_CASE("group 2, lookup interface id: iface = f(vlan), jumping to its role's chain, tag still on") {
+TEST_CASE("group 2, lookup interface id: iface = f(vlan) for frames to the router's MAC, tag still on") {
     auto p = dpo::compile::compile(mapping(), Hypervisor().k);
     CHECK(commands(p, 1) == std::vector<std::string>{
-                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 100 "
-                                "action gact goto chain 256",
-                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 101 "
-                                "action gact goto chain 256",
-                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 200 "
-                                "action gact goto chain 512",
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower dst_mac "
+                                "02:00:00:00:10:00 vlan_id 100 action gact goto chain 256",
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower dst_mac "
+                                "02:00:00:00:10:01 vlan_id 101 action gact goto chain 256",
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower dst_mac "
+                                "02:00:00:00:20:00 vlan_id 200 action gact goto chain 512",
                             });
 }
 
@@ -202,6 +202,14 @@ TEST_CASE("the fast path leaves to the kernel what it cannot carry") {
                               "224.0.0.0/4", "255.255.255.255/32", "ff00::/8", "fe80::/10"})
         CHECK(the_rule(p, kInner, std::string("dst_ip ") + local + " action gact ok") != "");
     CHECK_FALSE(has_rule(p, kInner, "fe80::10:0/128"));  // covered by fe80::/10
+    // Special destinations and martian sources: the kernel decides, as a router would.
+    for (const char* d : {"127.0.0.0/8", "0.0.0.0/8", "::1/128", "::/128"})
+        CHECK(the_rule(p, kInner, std::string("dst_ip ") + d + " action gact ok") != "");
+    for (const char* src : {"127.0.0.0/8", "0.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "fe80::/10", "ff00::/8",
+                            "::1/128", "::/128"})
+        CHECK(the_rule(p, kOuter, std::string("src_ip ") + src + " action gact ok") != "");
+    CHECK(has_rule(p, kInner, "prio 5 protocol 802.1Q flower vlan_ethtype ip src_ip 127.0.0.0/8 action gact ok"));
+    CHECK(has_rule(p, kInner, "prio 6 protocol 802.1Q flower vlan_ethtype ipv6 src_ip fe80::/10 action gact ok"));
 
     CHECK_FALSE(has_rule(p, kInner, "dst_ip 10.200.0.7/32"));
     for (const char* prefix : {"10.60.0.0/16", "10.70.0.0/16", "10.80.0.0/16", "10.90.0.0/16"})
@@ -279,8 +287,8 @@ TEST_CASE("an interface whose netdev is down or missing is neither classified no
     h.k.links.erase(5);       // p0.200 (transit) gone
     auto p = dpo::compile::compile(mapping(), h.k);
     CHECK(commands(p, 1) == std::vector<std::string>{
-                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower vlan_id 100 "
-                                "action gact goto chain 256"});
+                                "tc filter add dev p0 ingress chain 1 prio 1 protocol 802.1Q flower dst_mac "
+                                "02:00:00:00:10:00 vlan_id 100 action gact goto chain 256"});
     CHECK_FALSE(has_rule(p, kInner, "dst_ip 10.101.0.2/32"));
     CHECK(std::count(p.notes.begin(), p.notes.end(), "interface red: netdev p0.101 is down: its VLAN is left to the kernel") == 1);
     CHECK(std::count(p.notes.begin(), p.notes.end(),

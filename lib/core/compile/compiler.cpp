@@ -58,6 +58,12 @@ private:
     std::unordered_map<Key, const Neighbour*, Hash> index_;
 };
 
+// Covered by the 127.0.0.0/8 and ::1 rules already.
+bool is_loopback(const IpAddress& a) {
+    if (a.family == Family::V4) return a.bytes[0] == 127;
+    return a == *IpAddress::parse("::1");
+}
+
 // The routing chain of one role, for VLAN-tagged traffic on the uplink.
 class RoutingChain {
 public:
@@ -101,20 +107,30 @@ private:
     void to_the_host() {
         std::set<IpAddress> local;
         for (const Address& a : k_.addresses)
-            if (!never_routed(a.prefix.address)) local.insert(a.prefix.address);
+            if (!never_routed(a.prefix.address) && !is_loopback(a.prefix.address)) local.insert(a.prefix.address);
         for (const IpAddress& a : local) {
             const bool v4 = a.family == Family::V4;
             auto r = rule(v4 ? kPrioHostV4 : kPrioHostV6, a.family, "to the host itself");
             r.match.dst_ip = IpPrefix{a, static_cast<std::uint8_t>(v4 ? 32 : 128)};
             to_kernel(std::move(r));
         }
-        const IpPrefix kernel_only[] = {*IpPrefix::parse("224.0.0.0/4"), *IpPrefix::parse("255.255.255.255/32"),
-                                        *IpPrefix::parse("169.254.0.0/16"), *IpPrefix::parse("ff00::/8"),
-                                        *IpPrefix::parse("fe80::/10")};
-        for (const IpPrefix& p : kernel_only) {
+        // Destinations the kernel never forwards: multicast, broadcast, link-local,
+        // loopback, "this network".
+        for (const char* text : {"224.0.0.0/4", "255.255.255.255/32", "169.254.0.0/16", "127.0.0.0/8",
+                                 "0.0.0.0/8", "ff00::/8", "fe80::/10", "::1/128", "::/128"}) {
+            const IpPrefix p = *IpPrefix::parse(text);
             const bool v4 = p.address.family == Family::V4;
-            auto r = rule(v4 ? kPrioHostV4 : kPrioHostV6, p.address.family, "multicast, broadcast, link-local");
+            auto r = rule(v4 ? kPrioHostV4 : kPrioHostV6, p.address.family, "not forwarded: special destination");
             r.match.dst_ip = p;
+            to_kernel(std::move(r));
+        }
+        // Sources the kernel drops as martians: it must see them, and decide.
+        for (const char* text : {"127.0.0.0/8", "0.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "fe80::/10",
+                                 "ff00::/8", "::1/128", "::/128"}) {
+            const IpPrefix p = *IpPrefix::parse(text);
+            const bool v4 = p.address.family == Family::V4;
+            auto r = rule(v4 ? kPrioMartianSrcV4 : kPrioMartianSrcV6, p.address.family, "not forwarded: martian source");
+            r.match.src_ip = p;
             to_kernel(std::move(r));
         }
     }
@@ -252,6 +268,9 @@ Program compile(const Mapping& m, const KernelState& k) {
         r.prio = kPrioClassify;
         r.protocol = tc::kEth8021Q;
         r.match.vlan_id = vlan->vid;
+        // Only frames addressed to the router are routed: flooded unknown unicast and
+        // broadcast on the VLAN are the kernel's (it drops or answers them).
+        r.match.dst_mac = netdev->mac;
         r.actions = {tc::Goto{process_chain(i.role)}};
         r.why = "iface " + i.name + " = f(vlan " + std::to_string(vlan->vid) + ")";
         p.rules.push_back(std::move(r));

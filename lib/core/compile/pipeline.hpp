@@ -5,7 +5,8 @@
 // chain); a miss in any chain hands the packet to the kernel unchanged.
 //
 //   chain 0      Shared ingress            802.1Q -> goto classify
-//   chain 1      Lookup interface id       vlan_id N -> goto the routing chain of iface(N)'s role
+//   chain 1      Lookup interface id       vlan_id N, dst_mac of iface(N)'s netdev -> goto the
+//                                          routing chain of iface(N)'s role
 //   chain 0x100  Process packet, inner     routing (and, later, NAT by egress role)
 //   chain 0x200  Process packet, outer     (later: NAT first), routing
 //
@@ -15,7 +16,8 @@
 //
 // Inside a routing chain, prios order the checks (lower prio wins):
 //   1, 2        TTL / hop limit <= 1  -> kernel (it answers ICMP time exceeded)
-//   3, 4        to the host itself, multicast, link-local -> kernel
+//   3, 4        to the host itself; multicast, broadcast, link-local, loopback -> kernel
+//   5, 6        martian sources (loopback, multicast, link-local, ...) -> kernel
 //   100 + (32 - len)    IPv4 routes, longest prefix first
 //   200 + (128 - len)   IPv6 routes, longest prefix first
 // One prio per prefix length keeps longest-prefix match exact: within one prio
@@ -36,6 +38,8 @@ inline constexpr std::uint16_t kPrioTtlV4 = 1;
 inline constexpr std::uint16_t kPrioTtlV6 = 2;
 inline constexpr std::uint16_t kPrioHostV4 = 3;
 inline constexpr std::uint16_t kPrioHostV6 = 4;
+inline constexpr std::uint16_t kPrioMartianSrcV4 = 5;
+inline constexpr std::uint16_t kPrioMartianSrcV6 = 6;
 inline constexpr std::uint16_t kPrioRouteV4Base = 100;  // + (32 - prefix length)
 inline constexpr std::uint16_t kPrioRouteV6Base = 200;  // + (128 - prefix length)
 

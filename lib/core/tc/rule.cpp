@@ -29,6 +29,7 @@ std::string hex8(std::uint8_t v) {
 
 std::string match_text(const FlowerMatch& m) {
     std::string s;
+    if (m.dst_mac) s += " dst_mac " + mac_str(*m.dst_mac);
     if (m.vlan_id) s += " vlan_id " + std::to_string(*m.vlan_id);
     if (m.vlan_ethtype) s += " vlan_ethtype " + protocol_name(*m.vlan_ethtype);
     if (m.dst_ip) s += " dst_ip " + m.dst_ip->str();
@@ -96,6 +97,8 @@ std::size_t IdentityHash::operator()(const Identity& i) const noexcept {
     mix(i.prio);
     mix(i.protocol);
     const auto& m = i.match;
+    if (m.dst_mac)
+        for (auto b : *m.dst_mac) mix(b);
     mix(m.vlan_id.value_or(0xffff));
     mix(m.vlan_ethtype.value_or(0));
     for (const auto* p : {&m.dst_ip, &m.src_ip}) {

@@ -39,6 +39,7 @@ struct Masked {
 };
 
 struct FlowerMatch {
+    std::optional<Mac> dst_mac;
     std::optional<std::uint16_t> vlan_id;
     std::optional<std::uint16_t> vlan_ethtype;  // the ethertype inside the tag
     std::optional<IpPrefix> dst_ip;             // never zero-length: leave unset instead
