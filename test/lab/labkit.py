@@ -170,6 +170,22 @@ def describe(pkt):
     return " ".join(parts)
 
 
+def payload_is(data):
+    """A capture filter: the frame carries exactly this payload."""
+    from scapy.packet import Raw
+    return lambda p: Raw in p and p[Raw].load == data
+
+
+def ipv4_checksum_ok(pkt):
+    """Whether the frame's IPv4 header checksum is right (a rewrite must fix it)."""
+    from scapy.layers.inet import IP
+    ip = pkt[IP].copy()
+    ip.remove_payload()
+    want = ip.chksum
+    ip.chksum = None
+    return IP(bytes(ip)).chksum == want
+
+
 def vlans(pkt):
     """The VLAN ids of a frame, outermost first."""
     from scapy.layers.l2 import Dot1Q

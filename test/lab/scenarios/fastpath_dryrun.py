@@ -42,7 +42,7 @@ from scapy.layers.inet6 import ICMPv6TimeExceeded, IPv6, IPerror6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import describe, vlans
+from labkit import describe, ipv4_checksum_ok, vlans
 
 # Fabric hosts: (vid, ip) -> mac. Gateways are .254 / ::fe.
 H100 = "02:00:00:00:64:02"
@@ -119,14 +119,6 @@ def ip_batch(lab, ns, cmds):
 def set_forwarding(lab, on):
     lab.sysctl("hv", "net.ipv4.ip_forward", on)
     lab.sysctl("hv", "net.ipv6.conf.all.forwarding", on)
-
-
-def ipv4_checksum_ok(pkt):
-    ip = pkt[IP].copy()
-    ip.remove_payload()
-    want = ip.chksum
-    ip.chksum = None
-    return IP(bytes(ip)).chksum == want
 
 
 class Probe:

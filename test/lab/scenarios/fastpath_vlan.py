@@ -32,7 +32,7 @@ from scapy.layers.inet6 import ICMPv6TimeExceeded, IPv6, IPerror6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import describe, vlans
+from labkit import describe, ipv4_checksum_ok, payload_is, vlans
 
 SCENARIO_MACS = {  # netdev -> its own MAC
     "p0.100": "02:dd:00:00:64:01",
@@ -186,18 +186,6 @@ def note_stats(lab, when):
 
 
 # ---------------------------------------------------------------- frames
-
-def payload_is(data):
-    return lambda p: Raw in p and p[Raw].load == data
-
-
-def ipv4_checksum_ok(pkt):
-    ip = pkt[IP].copy()
-    ip.remove_payload()
-    want = ip.chksum
-    ip.chksum = None
-    return IP(bytes(ip)).chksum == want
-
 
 def udp_frame(vid, src_mac, dst_mac, src_ip, dst_ip, sport, payload, ttl=64):
     v6 = ":" in dst_ip

@@ -16,7 +16,7 @@ from scapy.layers.inet6 import ICMPv6TimeExceeded, IPv6, IPerror6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import describe, vlans
+from labkit import describe, ipv4_checksum_ok, payload_is, vlans
 
 HOST100_MAC = "02:00:00:00:01:02"
 HOST200_MAC = "02:00:00:00:02:02"
@@ -42,18 +42,6 @@ def setup(lab):
     lab.sysctl("hv", "net.ipv6.conf.all.forwarding", 1)
     # The fabric end is a wire: no addresses, no IPv6 chatter of its own.
     lab.sysctl("fabric", "net.ipv6.conf.fab0.disable_ipv6", 1)
-
-
-def payload_is(data):
-    return lambda p: Raw in p and p[Raw].load == data
-
-
-def ipv4_checksum_ok(pkt):
-    ip = pkt[IP].copy()
-    ip.remove_payload()
-    want = ip.chksum
-    ip.chksum = None
-    return IP(bytes(ip)).chksum == want
 
 
 def forward_check(lab, name, p0_mac, vid_in, vid_out, out_mac, src_ip, dst_ip, sport, v6=False):
