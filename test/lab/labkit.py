@@ -249,6 +249,19 @@ class Lab:
         for c in cmds:
             self.sh(c, ns=ns)
 
+    def vlan_device(self, ns, parent, vid, v4, v6, hosts, mac=None):
+        """A VLAN device on `parent` in `ns`, up, with an IPv4 and an IPv6 address
+        (no DAD wait) and static neighbours `hosts` = [(ip, lladdr), ...]."""
+        dev = f"{parent}.{vid}"
+        address = f" address {mac}" if mac else ""
+        self.sh_lines([f"ip link add link {parent} name {dev}{address} type vlan id {vid}",
+                       f"ip addr add {v4} dev {dev}",
+                       f"ip addr add {v6} dev {dev} nodad",
+                       f"ip link set {dev} up"]
+                      + [f"ip neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent" for ip, lladdr in hosts],
+                      ns=ns)
+        return dev
+
     # ------------------------------------------------------------ namespaces
     def add_netns(self, name):
         """A fresh network namespace with lo up."""

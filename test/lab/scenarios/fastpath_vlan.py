@@ -262,15 +262,7 @@ def setup(lab):
             (100, "10.100.0.1/24", "fd00:100::1/64", "10.100.0.2", "fd00:100::2", HOST100_MAC),
             (101, "10.101.0.1/24", "fd00:101::1/64", "10.101.0.2", "fd00:101::2", HOST101_MAC),
             (200, "10.200.0.1/24", "fd00:200::1/64", "10.200.0.254", "fd00:200::fe", GW_MAC)):
-        dev = f"p0.{vid}"
-        lab.sh_lines([
-            f"ip link add link p0 name {dev} address {SCENARIO_MACS[dev]} type vlan id {vid}",
-            f"ip addr add {v4} dev {dev}",
-            f"ip addr add {v6} dev {dev} nodad",
-            f"ip link set {dev} up",
-            f"ip neigh replace {host4} lladdr {mac} dev {dev} nud permanent",
-            f"ip neigh replace {host6} lladdr {mac} dev {dev} nud permanent",
-        ], ns="hv")
+        lab.vlan_device("hv", "p0", vid, v4, v6, [(host4, mac), (host6, mac)], mac=SCENARIO_MACS[f"p0.{vid}"])
     lab.sh_lines([
         "ip route add default via 10.200.0.254 dev p0.200",
         "ip -6 route add default via fd00:200::fe dev p0.200",

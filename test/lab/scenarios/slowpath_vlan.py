@@ -29,15 +29,7 @@ def setup(lab):
     for vid, v4, v6, host4, host6, mac in (
             (100, "10.100.0.1/24", "fd00:100::1/64", "10.100.0.2", "fd00:100::2", HOST100_MAC),
             (200, "10.200.0.1/24", "fd00:200::1/64", "10.200.0.2", "fd00:200::2", HOST200_MAC)):
-        dev = f"p0.{vid}"
-        lab.sh_lines([
-            f"ip link add link p0 name {dev} type vlan id {vid}",
-            f"ip addr add {v4} dev {dev}",
-            f"ip addr add {v6} dev {dev} nodad",
-            f"ip link set {dev} up",
-            f"ip neigh replace {host4} lladdr {mac} dev {dev} nud permanent",
-            f"ip neigh replace {host6} lladdr {mac} dev {dev} nud permanent",
-        ], ns="hv")
+        lab.vlan_device("hv", "p0", vid, v4, v6, [(host4, mac), (host6, mac)])
     lab.sysctl("hv", "net.ipv4.ip_forward", 1)
     lab.sysctl("hv", "net.ipv6.conf.all.forwarding", 1)
     # The fabric end is a wire: no addresses, no IPv6 chatter of its own.
