@@ -92,25 +92,24 @@ void ChunkTable::expire_quarantine(Seconds now) {
 }
 
 void ChunkTable::hold(std::uint32_t subscriber, std::uint32_t address, ChunkId id, Seconds now) {
-    held_.emplace(id, Held{subscriber, kNone, 0, now});
-    auto [it, fresh] = subscribers_.try_emplace(subscriber, Subscriber{address, id, id, 0});
-    Subscriber& s = it->second;
+    held_.try_emplace(id, Held{subscriber, kNone, 0, static_cast<std::uint32_t>(now)});
+    auto [s, fresh] = subscribers_.try_emplace(subscriber, Subscriber{address, id, id, 0});
     if (!fresh) {
-        held_.at(s.last).next_of_subscriber = id;
-        s.last = id;
+        held_.at(s->last).next_of_subscriber = id;
+        s->last = id;
     }
-    ++s.count;
+    ++s->count;
     events_.push_back({ChunkEvent::Kind::Allocated, now, IpAddress::v4(subscriber), ports(id)});
 }
 
 Result<ChunkId, Refusal> ChunkTable::pull(const IpAddress& subscriber, Seconds now) {
     expire_quarantine(now);
     const std::uint32_t k = key(subscriber);
-    const auto it = subscribers_.find(k);
+    const Subscriber* sub = subscribers_.find(k);
     std::uint32_t address;
-    if (it != subscribers_.end()) {
-        if (it->second.count >= config_.max_chunks_per_subscriber) return fail(Refusal::ChunkLimit);
-        address = it->second.address;  // paired pooling: same address or nothing
+    if (sub) {
+        if (sub->count >= config_.max_chunks_per_subscriber) return fail(Refusal::ChunkLimit);
+        address = sub->address;  // paired pooling: same address or nothing
     } else {
         if (ring_size_ == 0) return fail(Refusal::PoolEmpty);
         address = ring_head_;
@@ -128,11 +127,11 @@ Result<Done> ChunkTable::adopt(const IpAddress& subscriber, ChunkId id, Seconds 
     if (const auto h = holder(id)) return fail("chunk " + std::to_string(id) + " is already held by " + h->str());
     const std::uint32_t k = key(subscriber);
     const std::uint32_t address = id / per_address_;
-    const auto it = subscribers_.find(k);
-    if (it != subscribers_.end() && it->second.address != address)
-        return fail(subscriber.str() + " already holds chunks on " + pool_[it->second.address].str() +
+    const Subscriber* sub = subscribers_.find(k);
+    if (sub && sub->address != address)
+        return fail(subscriber.str() + " already holds chunks on " + pool_[sub->address].str() +
                     ": paired pooling allows one address");
-    if (it != subscribers_.end() && it->second.count >= config_.max_chunks_per_subscriber)
+    if (sub && sub->count >= config_.max_chunks_per_subscriber)
         return fail(subscriber.str() + " already holds its " + std::to_string(config_.max_chunks_per_subscriber) +
                     " chunks");
     // Take it out of the free set: fresh chunks below the watermark are implicit,
@@ -151,13 +150,13 @@ Result<Done> ChunkTable::adopt(const IpAddress& subscriber, ChunkId id, Seconds 
 }
 
 void ChunkTable::connection_opened(ChunkId id) {
-    if (auto it = held_.find(id); it != held_.end()) ++it->second.connections;
+    if (Held* h = held_.find(id)) ++h->connections;
 }
 
 void ChunkTable::connection_closed(ChunkId id, Seconds now) {
-    auto it = held_.find(id);
-    if (it == held_.end() || it->second.connections == 0) return;
-    if (--it->second.connections == 0) it->second.idle_since = now;
+    Held* h = held_.find(id);
+    if (!h || h->connections == 0) return;
+    if (--h->connections == 0) h->idle_since = static_cast<std::uint32_t>(now);
 }
 
 void ChunkTable::release(ChunkId id, Seconds now) {
@@ -180,8 +179,9 @@ void ChunkTable::release(ChunkId id, Seconds now) {
 
 std::vector<ChunkEvent> ChunkTable::release_idle(Seconds now) {
     std::vector<ChunkId> idle;
-    for (const auto& [id, h] : held_)
-        if (h.connections == 0 && now >= h.idle_since + config_.chunk_idle_seconds) idle.push_back(id);
+    held_.for_each([&](ChunkId id, const Held& h) {
+        if (h.connections == 0 && now >= Seconds{h.idle_since} + config_.chunk_idle_seconds) idle.push_back(id);
+    });
     const std::size_t before = events_.size();
     for (ChunkId id : idle) release(id, now);
     expire_quarantine(now);
@@ -210,21 +210,21 @@ std::optional<ChunkId> ChunkTable::chunk_at(const IpAddress& public_address, std
 
 std::vector<ChunkId> ChunkTable::chunks_of(const IpAddress& subscriber) const {
     std::vector<ChunkId> out;
-    const auto it = subscribers_.find(key(subscriber));
-    if (it == subscribers_.end()) return out;
-    for (ChunkId id = it->second.first; id != kNone; id = held_.at(id).next_of_subscriber) out.push_back(id);
+    const Subscriber* s = subscribers_.find(key(subscriber));
+    if (!s) return out;
+    for (ChunkId id = s->first; id != kNone; id = held_.at(id).next_of_subscriber) out.push_back(id);
     return out;
 }
 
 std::optional<IpAddress> ChunkTable::holder(ChunkId id) const {
-    const auto it = held_.find(id);
-    if (it == held_.end()) return std::nullopt;
-    return IpAddress::v4(it->second.subscriber);
+    const Held* h = held_.find(id);
+    if (!h) return std::nullopt;
+    return IpAddress::v4(h->subscriber);
 }
 
 std::uint32_t ChunkTable::connections(ChunkId id) const {
-    const auto it = held_.find(id);
-    return it == held_.end() ? 0 : it->second.connections;
+    const Held* h = held_.find(id);
+    return h ? h->connections : 0;
 }
 
 std::vector<ChunkEvent> ChunkTable::take_events() {

@@ -14,10 +14,10 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "core/mapping.hpp"
+#include "core/nat/flat_map.hpp"
 #include "core/result.hpp"
 
 namespace dpo::nat {
@@ -68,6 +68,7 @@ public:
 
     std::size_t subscribers() const { return subscribers_.size(); }
     std::size_t chunks_held() const { return held_.size(); }
+    std::size_t table_bytes() const { return held_.bytes() + subscribers_.bytes(); }
     std::size_t chunks_free() const;  // ready now, not counting quarantine
     std::vector<ChunkEvent> take_events();
 
@@ -78,17 +79,18 @@ private:
         std::uint32_t prev = 0, next = 0;        // ring of addresses with a free chunk
         bool in_ring = false;
     };
+    // 16 bytes per held chunk and per subscriber: 100k subscribers fit in a few MiB.
     struct Held {
-        std::uint32_t subscriber;   // IPv4, host order
-        ChunkId next_of_subscriber; // intrusive list of a subscriber's chunks; kNone ends it
-        std::uint32_t connections;
-        Seconds idle_since;         // when connections last dropped to 0
+        std::uint32_t subscriber = 0;    // IPv4, host order
+        ChunkId next_of_subscriber = 0;  // intrusive list of a subscriber's chunks; kNone ends it
+        std::uint32_t connections = 0;
+        std::uint32_t idle_since = 0;    // seconds, when connections last dropped to 0
     };
     struct Subscriber {
-        std::uint32_t address;  // index into addresses_
-        ChunkId first;          // oldest chunk
-        ChunkId last;           // newest chunk
-        std::uint16_t count;
+        std::uint32_t address = 0;  // index into addresses_
+        ChunkId first = 0;          // oldest chunk
+        ChunkId last = 0;           // newest chunk
+        std::uint32_t count = 0;
     };
     static constexpr ChunkId kNone = 0xffffffffu;
 
@@ -108,8 +110,8 @@ private:
     std::uint32_t ring_head_ = 0;
     std::size_t ring_size_ = 0;
     std::deque<std::pair<ChunkId, Seconds>> quarantine_;  // released, ready at .second
-    std::unordered_map<ChunkId, Held> held_;
-    std::unordered_map<std::uint32_t, Subscriber> subscribers_;
+    FlatMap<Held> held_;
+    FlatMap<Subscriber> subscribers_;
     std::vector<ChunkEvent> events_;
 };
 
