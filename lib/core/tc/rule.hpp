@@ -101,9 +101,10 @@ struct Rewrite {
 struct CsumIp4h {   // csum iph: the IPv4 header checksum after a TTL change
     bool operator==(const CsumIp4h&) const = default;
 };
-// mirred egress redirect: out of `dev`. A non-zero `index` makes the action shared
-// between rules, so its statistics count everything sent through one egress
-// interface (the flow chart's "count").
+// mirred egress redirect: out of `dev`. The `index` makes the action shared between
+// rules, so its statistics count everything sent through one egress interface (the
+// flow chart's "count"). Always give one: with 0 the kernel picks an index, and the
+// rule never compares equal to its own dump.
 struct Redirect {
     int ifindex = 0;
     std::string dev;  // for people: netlink carries only the ifindex, so == ignores it
