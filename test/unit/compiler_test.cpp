@@ -294,3 +294,81 @@ TEST_CASE("an interface whose netdev is down or missing is neither classified no
     CHECK(std::count(p.notes.begin(), p.notes.end(),
                      "interface transit: netdev p0.200 does not exist: its VLAN is left to the kernel") == 1);
 }
+
+TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct first) and continues per adjacency") {
+    const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-punt";
+    nat.subscribers = {{*IpAddress::parse("10.100.0.2"),
+                        dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
+                       {*IpAddress::parse("10.100.0.3"), std::nullopt}};
+    auto p = dpo::compile::compile(m, Hypervisor().k, &nat);
+    // The default route toward transit: ct zone 7 nat, then the adjacency of (vlan 200, the gateway).
+    CHECK(the_rule(p, kInner, "prio 132 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip "
+          "action ct zone 7 nat pipe action gact goto chain 4096");
+    // IPv6 toward the outside: tracked, not translated.
+    CHECK(the_rule(p, kInner, "prio 328 ") ==
+          "tc filter add dev p0 ingress chain 256 prio 328 protocol 802.1Q flower vlan_ethtype ipv6 "
+          "action ct zone 7 pipe action gact goto chain 4097");
+    // inner -> inner is untouched by NAT.
+    CHECK(has_rule(p, kInner, "dst_ip 10.50.0.0/16 action pedit"));
+
+    const std::uint32_t adj = 4096;
+    const std::string tail = "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 "
+                             "munge ip ttl add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id "
+                             "200 pipe action mirred egress redirect dev p0 index 3640656072";
+    CHECK(the_rule(p, adj, "prio 1 ") ==
+          "tc filter add dev p0 ingress chain 4096 prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est " +
+              tail);
+    CHECK(the_rule(p, adj, "ct_state +trk+rel") != "");
+    // A subscriber with a chunk: commit with the chunk's address and ports, then the same tail.
+    CHECK(the_rule(p, adj, "src_ip 10.100.0.2/32") ==
+          "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip src_ip 10.100.0.2/32 "
+          "ct_state +trk+new action ct commit zone 7 src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe " +
+              tail);
+    // At its limit: dropped. Without a chunk: to the daemon.
+    CHECK(the_rule(p, adj, "src_ip 10.100.0.3/32") ==
+          "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip src_ip 10.100.0.3/32 "
+          "ct_state +trk+new action gact drop");
+    CHECK(the_rule(p, adj, "prio 4 ") ==
+          "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+          "action mirred egress redirect dev dpo-punt index 3642753024");
+    CHECK(the_rule(p, adj, "ct_state +trk+inv") == "tc filter add dev p0 ingress chain 4096 prio 5 protocol 802.1Q "
+                                                    "flower vlan_ethtype ip ct_state +trk+inv action gact drop");
+    CHECK(the_rule(p, 4097, "prio 13 ").find("ct_state +trk+new action ct commit zone 7 pipe action pedit") !=
+          std::string::npos);
+}
+
+TEST_CASE("nat stage, outer ingress: translate back first, then route what is established; new and invalid drop") {
+    const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    auto p = dpo::compile::compile(m, Hypervisor().k, &nat);
+    CHECK(the_rule(p, kOuter, "prio 50 ") == "tc filter add dev p0 ingress chain 512 prio 50 protocol 802.1Q flower "
+                                             "vlan_ethtype ip action ct zone 7 nat pipe action gact goto chain 513");
+    CHECK(the_rule(p, kOuter, "prio 51 ") == "tc filter add dev p0 ingress chain 512 prio 51 protocol 802.1Q flower "
+                                             "vlan_ethtype ipv6 action ct zone 7 pipe action gact goto chain 513");
+    // TTL and to-the-host stay before the lookup.
+    CHECK(has_rule(p, kOuter, "prio 1 protocol 802.1Q flower vlan_ethtype ip ip_ttl 0x00/0xfe action gact ok"));
+    CHECK(has_rule(p, kOuter, "dst_ip 10.200.0.1/32 action gact ok"));
+    const std::uint32_t tracked = dpo::compile::kChainOuterTracked;
+    CHECK(the_rule(p, tracked, "prio 7 ") == "tc filter add dev p0 ingress chain 513 prio 7 protocol 802.1Q flower "
+                                             "vlan_ethtype ip ct_state +trk+new action gact drop");
+    CHECK(the_rule(p, tracked, "prio 10 ") == "tc filter add dev p0 ingress chain 513 prio 10 protocol 802.1Q flower "
+                                              "vlan_ethtype ipv6 ct_state +trk+inv action gact drop");
+    // Replies routed to the subscriber after translation back.
+    CHECK(has_rule(p, tracked, "dst_ip 10.100.0.2/32 action pedit ex munge eth dst set 02:00:00:00:01:02"));
+    CHECK_FALSE(has_rule(p, kOuter, "dst_ip 10.100.0.2/32"));
+    // No punt device: a subscriber's first packet is dropped rather than leaked untranslated.
+    CHECK(the_rule(p, 4096, "prio 4 ").find("ct_state +trk+new action gact drop") != std::string::npos);
+}
+
+TEST_CASE("without the nat stage, nothing is tracked and inner -> outer IPv4 stays with the kernel") {
+    const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    auto p = dpo::compile::compile(m, Hypervisor().k);
+    for (const auto& r : p.rules) {
+        CHECK_FALSE(r.match.ct_state.has_value());
+        CHECK(r.chain < dpo::compile::kChainOuterTracked);
+    }
+}

@@ -2,6 +2,8 @@
 #include "compiler.hpp"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <unordered_map>
@@ -64,23 +66,64 @@ bool is_loopback(const IpAddress& a) {
     return a == *IpAddress::parse("::1");
 }
 
+class RoutingChain;
+
+// Builds the NAT stage's rules as the routing chains ask for them.
+class NatStage {
+public:
+    NatStage(const NatState& state, std::uint16_t zone, const Link& uplink, Program& out)
+        : state_(state), zone_(zone), uplink_(uplink), out_(out) {}
+
+    void outer_lookup(RoutingChain& chain);
+    // An inner -> outer forwarding rule: becomes ct + goto the adjacency's chain.
+    void toward_outside(tc::Rule r, const Interface& egress_if, const Link& egress_link, const Mac& nexthop);
+    // Numbers the adjacency chains and fills them in.
+    void finish(const RoutingChain& chain);
+
+private:
+    struct Adjacency {
+        Family family;
+        std::uint16_t vid;
+        Mac source;
+        Mac nexthop;
+        auto operator<=>(const Adjacency&) const = default;
+    };
+    struct Tail {
+        const Interface* egress;
+        const Link* link;
+    };
+    tc::Rule tracked(std::uint32_t chain, std::uint16_t prio, Family f, std::uint16_t state, std::string why);
+
+    const NatState& state_;
+    std::uint16_t zone_;
+    const Link& uplink_;
+    Program& out_;
+    std::map<Adjacency, Tail> adjacencies_;
+    std::vector<std::pair<std::size_t, Adjacency>> pending_;  // rules whose goto waits for a number
+};
+
 // The routing chain of one role, for VLAN-tagged traffic on the uplink.
 class RoutingChain {
 public:
     RoutingChain(const Mapping& m, const KernelState& k, const Link& uplink, Role role, const RouteLookup& routes,
-                 const NeighbourIndex& neighbours, Program& out)
+                 const NeighbourIndex& neighbours, NatStage* nat, Program& out)
         : m_(m), k_(k), uplink_(uplink), role_(role), chain_(process_chain(role)), out_(out), routes_(routes),
-          neighbours_(neighbours) {}
+          neighbours_(neighbours), nat_(nat) {}
 
     void emit() {
         ttl_expiring(Family::V4);
         ttl_expiring(Family::V6);
         to_the_host();
+        if (nat_ && role_ == Role::Outer) {
+            // NAT first: replies are translated back, then routed in the tracked chain;
+            // what is not a reply (new, invalid) is dropped there.
+            nat_->outer_lookup(*this);
+            chain_ = kChainOuterTracked;
+        }
         for (const Route* r : routes_.best_routes()) route(*r);
         for (const Neighbour& n : k_.neighbours) connected_neighbour(n);
     }
 
-private:
     tc::Rule rule(std::uint16_t prio, Family f, std::string why) {
         tc::Rule r;
         r.dev = m_.uplink;
@@ -91,6 +134,8 @@ private:
         r.why = std::move(why);
         return r;
     }
+
+private:
 
     void to_kernel(tc::Rule r) {
         r.actions = {tc::Pass{}};
@@ -145,10 +190,14 @@ private:
         return i;
     }
 
+    // Inner -> outer with `nat` configured goes through the NAT stage.
+    bool through_nat(const Interface& egress_if) const {
+        return role_ == Role::Inner && egress_if.role == Role::Outer && m_.nat.has_value();
+    }
     // Why the fast path cannot carry traffic toward `egress_if` from this role, or "".
     std::string refusal(const Interface& egress_if, Family f) const {
-        if (role_ == Role::Inner && egress_if.role == Role::Outer && f == Family::V4 && m_.nat)
-            return "inner -> outer IPv4 needs NAT, which is not in the fast path yet";
+        if (through_nat(egress_if) && f == Family::V4 && !nat_)
+            return "inner -> outer IPv4 needs NAT, and the NAT stage is not running";
         return "";
     }
 
@@ -157,9 +206,18 @@ private:
         return n && n->state == NeighbourState::Resolved && n->mac ? n : nullptr;
     }
 
-    // Routing, re-tag and egress: groups 2 (pop), 3 and 4 of the flow chart.
+    // Routing, re-tag and egress: groups 2 (pop), 3 and 4 of the flow chart. Toward
+    // NAT, the rule only looks the connection up and continues in the adjacency's
+    // chain, which carries the same tail once the connection state is known.
     void forward(tc::Rule r, const Interface& egress_if, const Link& egress_link, const Mac& nexthop_mac) {
-        const bool v4 = r.match.vlan_ethtype == tc::kEthIpv4;
+        if (nat_ && through_nat(egress_if)) return nat_->toward_outside(std::move(r), egress_if, egress_link, nexthop_mac);
+        r.actions = forwarding_tail(r.match.vlan_ethtype == tc::kEthIpv4, egress_if, egress_link, nexthop_mac);
+        out_.rules.push_back(std::move(r));
+    }
+
+public:
+    std::vector<tc::Action> forwarding_tail(bool v4, const Interface& egress_if, const Link& egress_link,
+                                            const Mac& nexthop_mac) const {
         const auto vid = std::get<VlanEncap>(egress_if.encap).vid;
         tc::Rewrite rw;
         rw.eth_dst = nexthop_mac;
@@ -171,9 +229,10 @@ private:
         std::vector<tc::Action> actions{rw, tc::CsumIp4h{}, tc::VlanPop{}, tc::VlanPush{vid},
                                         tc::Redirect{uplink_.ifindex, uplink_.name, kEgressCounterVlanBase + vid}};
         if (!v4) actions.erase(actions.begin() + 1);  // no header checksum in IPv6
-        r.actions = std::move(actions);
-        out_.rules.push_back(std::move(r));
+        return actions;
     }
+
+private:
 
     void route(const Route& rt) {
         const IpPrefix& dst = rt.destination;
@@ -227,11 +286,106 @@ private:
     Program& out_;
     const RouteLookup& routes_;
     const NeighbourIndex& neighbours_;
+    NatStage* nat_;
 };
+
+// The outer side's lookup and the inner side's adjacency chains (docs/nat-plan.md).
+void NatStage::outer_lookup(RoutingChain& chain) {
+    for (Family f : {Family::V4, Family::V6}) {
+        const bool v4 = f == Family::V4;
+        auto r = chain.rule(v4 ? kPrioOuterCtV4 : kPrioOuterCtV6, f, "nat: outer ingress, translate replies back");
+        r.actions = {tc::Ct{zone_, false, v4, false, std::nullopt}, tc::Goto{kChainOuterTracked}};
+        out_.rules.push_back(std::move(r));
+        r = tracked(kChainOuterTracked, v4 ? 7 : 8, f, tc::kCtNew, "nat: outer new: count, drop");
+        r.actions = {tc::Drop{}};
+        out_.rules.push_back(std::move(r));
+        r = tracked(kChainOuterTracked, v4 ? 9 : 10, f, tc::kCtInvalid, "nat: outer invalid: count, drop");
+        r.actions = {tc::Drop{}};
+        out_.rules.push_back(std::move(r));
+    }
+}
+
+tc::Rule NatStage::tracked(std::uint32_t chain, std::uint16_t prio, Family f, std::uint16_t state, std::string why) {
+    tc::Rule r;
+    r.dev = uplink_.name;
+    r.chain = chain;
+    r.prio = prio;
+    r.protocol = tc::kEth8021Q;
+    r.match.vlan_ethtype = ip_ethtype(f);
+    r.match.ct_state = tc::Masked<std::uint16_t>{static_cast<std::uint16_t>(tc::kCtTracked | state),
+                                                 static_cast<std::uint16_t>(tc::kCtTracked | state)};
+    r.why = std::move(why);
+    return r;
+}
+
+void NatStage::toward_outside(tc::Rule r, const Interface& egress_if, const Link& egress_link, const Mac& nexthop) {
+    const bool v4 = r.match.vlan_ethtype == tc::kEthIpv4;
+    Adjacency a{v4 ? Family::V4 : Family::V6, std::get<VlanEncap>(egress_if.encap).vid, egress_link.mac, nexthop};
+    adjacencies_.try_emplace(a, Tail{&egress_if, &egress_link});
+    // ct first in its rule (mlx5); the translation itself comes from ct, never pedit.
+    r.actions = {tc::Ct{zone_, false, v4, false, std::nullopt}, tc::Goto{0}};
+    pending_.emplace_back(out_.rules.size(), a);
+    out_.rules.push_back(std::move(r));
+}
+
+void NatStage::finish(const RoutingChain& chain) {
+    // Chains are numbered in a sorted order, so the same state gives the same numbers.
+    std::uint32_t next = kChainNatAdjacencyBase;
+    std::map<Adjacency, std::uint32_t> number;
+    for (const auto& [a, _] : adjacencies_) number[a] = next++;
+    for (const auto& [index, a] : pending_) std::get<tc::Goto>(out_.rules[index].actions[1]).chain = number.at(a);
+    for (const auto& [a, tail] : adjacencies_) {
+        const std::uint32_t c = number.at(a);
+        const bool v4 = a.family == Family::V4;
+        const auto fwd = chain.forwarding_tail(v4, *tail.egress, *tail.link, a.nexthop);
+        const std::uint16_t base = v4 ? 1 : 11;
+        const std::string to = "nat: toward vlan " + std::to_string(a.vid) + " via " + mac_str(a.nexthop) + ": ";
+        auto est = tracked(c, base, a.family, tc::kCtEstablished, to + "established: offloaded");
+        est.actions = fwd;
+        out_.rules.push_back(std::move(est));
+        auto rel = tracked(c, static_cast<std::uint16_t>(base + 1), a.family, tc::kCtRelated, to + "related");
+        rel.actions = fwd;
+        out_.rules.push_back(std::move(rel));
+        auto inv = tracked(c, static_cast<std::uint16_t>(base + 4), a.family, tc::kCtInvalid, to + "invalid: drop");
+        inv.actions = {tc::Drop{}};
+        out_.rules.push_back(std::move(inv));
+        if (!v4) {
+            // IPv6 is not translated; committing makes its replies "established".
+            auto n = tracked(c, static_cast<std::uint16_t>(base + 2), a.family, tc::kCtNew, to + "new: commit");
+            n.actions = fwd;
+            n.actions.insert(n.actions.begin(), tc::Ct{zone_, true, false, false, std::nullopt});
+            out_.rules.push_back(std::move(n));
+            continue;
+        }
+        for (const NatSubscriber& s : state_.subscribers) {
+            auto n = tracked(c, static_cast<std::uint16_t>(base + 2), a.family, tc::kCtNew,
+                             to + "new from subscriber " + s.address.str());
+            n.match.src_ip = IpPrefix{s.address, 32};
+            if (s.commit) {
+                n.actions = fwd;
+                n.actions.insert(n.actions.begin(),
+                                 tc::Ct{zone_, true, false, false,
+                                        tc::SnatRange{s.commit->address, s.commit->address, s.commit->first,
+                                                      s.commit->last}});
+            } else {
+                n.actions = {tc::Drop{}};  // no ports left for this subscriber
+            }
+            out_.rules.push_back(std::move(n));
+        }
+        // A subscriber without a chunk: its first packet goes to the daemon, which
+        // pulls a chunk, installs the rule above and puts the packet back.
+        auto first = tracked(c, static_cast<std::uint16_t>(base + 3), a.family, tc::kCtNew, to + "new, no chunk yet");
+        if (state_.punt_ifindex)
+            first.actions = {tc::Redirect{state_.punt_ifindex, state_.punt_dev, kPuntIndex}};
+        else
+            first.actions = {tc::Drop{}};
+        out_.rules.push_back(std::move(first));
+    }
+}
 
 }  // namespace
 
-Program compile(const Mapping& m, const KernelState& k) {
+Program compile(const Mapping& m, const KernelState& k, const NatState* nat) {
     Program p;
     const Link* uplink = k.link_by_name(m.uplink);
     if (!uplink) {
@@ -280,7 +434,14 @@ Program compile(const Mapping& m, const KernelState& k) {
     // Group 3: process packet, per role of the ingress interface.
     const RouteLookup routes(k.routes, m.route_table);
     const NeighbourIndex neighbours(k.neighbours);
-    for (Role role : roles) RoutingChain(m, k, *uplink, role, routes, neighbours, p).emit();
+    std::optional<NatStage> stage;
+    if (nat && m.nat) stage.emplace(*nat, m.nat->zone, *uplink, p);
+    NatStage* nat_stage = stage ? &*stage : nullptr;
+    for (Role role : roles) {
+        RoutingChain chain(m, k, *uplink, role, routes, neighbours, nat_stage, p);
+        chain.emit();
+        if (nat_stage && role == Role::Inner) nat_stage->finish(chain);
+    }
 
     // Sorted by place, then identity: the order is for people and golden tests.
     std::vector<std::size_t> order(p.rules.size());

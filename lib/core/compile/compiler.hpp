@@ -11,6 +11,7 @@
 
 #include "core/kernel_state.hpp"
 #include "core/mapping.hpp"
+#include "core/nat/chunks.hpp"
 #include "core/tc/rule.hpp"
 
 namespace dpo::compile {
@@ -20,6 +21,21 @@ struct Program {
     std::vector<std::string> notes;  // what is left to the kernel, and why
 };
 
-Program compile(const Mapping& m, const KernelState& k);
+// What the NAT stage of the daemon holds when it runs: the subscribers with chunks
+// and where first packets go. Without it (nullptr), inner -> outer IPv4 of a mapping
+// with `nat` is left to the kernel, and no connection state is tracked.
+struct NatSubscriber {
+    IpAddress address;
+    // The chunk new connections are translated into; nothing: the subscriber can
+    // have no more ports (chunk limit, or its address is out of chunks): drop.
+    std::optional<nat::ChunkPorts> commit;
+};
+struct NatState {
+    int punt_ifindex = 0;  // first packets of subscribers without a chunk; 0: none, drop
+    std::string punt_dev;
+    std::vector<NatSubscriber> subscribers;
+};
+
+Program compile(const Mapping& m, const KernelState& k, const NatState* nat = nullptr);
 
 }  // namespace dpo::compile

@@ -31,6 +31,9 @@ inline constexpr std::uint32_t kChainSharedIngress = 0;
 inline constexpr std::uint32_t kChainClassify = 1;
 inline constexpr std::uint32_t kChainInner = 0x100;
 inline constexpr std::uint32_t kChainOuter = 0x200;
+// With the NAT stage running (docs/nat-plan.md):
+inline constexpr std::uint32_t kChainOuterTracked = 0x201;     // outer ingress after ct nat: routing
+inline constexpr std::uint32_t kChainNatAdjacencyBase = 0x1000; // inner -> outer after ct, per egress adjacency
 
 inline constexpr std::uint16_t kPrioIngress = 1;
 inline constexpr std::uint16_t kPrioClassify = 1;
@@ -40,11 +43,15 @@ inline constexpr std::uint16_t kPrioHostV4 = 3;
 inline constexpr std::uint16_t kPrioHostV6 = 4;
 inline constexpr std::uint16_t kPrioMartianSrcV4 = 5;
 inline constexpr std::uint16_t kPrioMartianSrcV6 = 6;
+inline constexpr std::uint16_t kPrioOuterCtV4 = 50;     // outer chain: ct zone Z nat, goto kChainOuterTracked
+inline constexpr std::uint16_t kPrioOuterCtV6 = 51;
 inline constexpr std::uint16_t kPrioRouteV4Base = 100;  // + (32 - prefix length)
 inline constexpr std::uint16_t kPrioRouteV6Base = 200;  // + (128 - prefix length)
 
 // Shared mirred action per egress VLAN interface: its statistics are the
 // interface's egress counter. A high, fixed range keeps clear of other users.
 inline constexpr std::uint32_t kEgressCounterVlanBase = 0xd9000000;
+// The mirred action that hands first packets to the daemon (shared: it counts them).
+inline constexpr std::uint32_t kPuntIndex = 0xd9200000;
 
 }  // namespace dpo::compile
