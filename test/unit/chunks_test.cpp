@@ -175,3 +175,12 @@ TEST_CASE("100k subscribers fit: each gets a chunk, all distinct") {
     CHECK(t.subscribers() == 100000);
     CHECK(t.chunks_held() == 100000);
 }
+
+TEST_CASE("each allocation and release is one log line that answers who had which port when") {
+    nat::ChunkEvent e{nat::ChunkEvent::Kind::Allocated, 5, ip("10.100.0.2"),
+                      nat::ChunkPorts{ip("198.51.100.3"), 4608, 5119}};
+    CHECK(nat::log_line(e, 1795010531) ==
+          "<5>chunk-allocated time=2026-11-18T14:02:11Z subscriber=10.100.0.2 public=198.51.100.3 ports=4608-5119\n");
+    e.kind = nat::ChunkEvent::Kind::Released;
+    CHECK(nat::log_line(e, 0).rfind("<5>chunk-released time=1970-01-01T00:00:00Z ", 0) == 0);
+}

@@ -1,12 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "chunks.hpp"
 
+#include "core/log.hpp"
+
 #include <cassert>
+#include <ctime>
 #include <string>
 
 namespace dpo::nat {
 
 const char* to_string(Refusal r) { return r == Refusal::ChunkLimit ? "chunk-limit" : "pool-empty"; }
+
+std::string log_line(const ChunkEvent& e, std::int64_t unix_seconds) {
+    const std::time_t t = static_cast<std::time_t>(unix_seconds);
+    std::tm utc{};
+    gmtime_r(&t, &utc);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    return log::format(log::Level::Notice,
+                       e.kind == ChunkEvent::Kind::Allocated ? "chunk-allocated" : "chunk-released",
+                       {{"time", when},
+                        {"subscriber", e.subscriber.str()},
+                        {"public", e.ports.address.str()},
+                        {"ports", std::to_string(e.ports.first) + "-" + std::to_string(e.ports.last)}});
+}
 
 namespace {
 std::uint32_t v4_host_order(const IpAddress& a) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/mapping.hpp"
@@ -43,6 +44,11 @@ struct ChunkEvent {
     IpAddress subscriber;
     ChunkPorts ports;
 };
+
+// The line an operator keeps to answer "who had 198.51.100.3:4711 at 14:02":
+// "<5>chunk-allocated time=2026-11-23T14:02:11Z subscriber=10.100.0.2
+// public=198.51.100.3 ports=4608-5119". `unix_seconds` is the wall clock at the event.
+std::string log_line(const ChunkEvent& e, std::int64_t unix_seconds);
 
 class ChunkTable {
 public:
