@@ -195,7 +195,7 @@ struct ActionEncoder {
         tc_mirred p{};
         p.index = r.index;
         p.action = TC_ACT_STOLEN;
-        p.eaction = TCA_EGRESS_REDIR;
+        p.eaction = r.ingress ? TCA_INGRESS_REDIR : TCA_EGRESS_REDIR;
         p.ifindex = static_cast<__u32>(r.ifindex);
         mnl_attr_put(nlh, TCA_MIRRED_PARMS, sizeof p, &p);
     }
@@ -508,8 +508,9 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
     if (kind == "mirred") {
         auto t = nested<TCA_MIRRED_MAX>(opts);
         const auto* p = payload<tc_mirred>(t[TCA_MIRRED_PARMS]);
-        if (!p || p->action != TC_ACT_STOLEN || p->eaction != TCA_EGRESS_REDIR) return std::nullopt;
-        return tc::Redirect{static_cast<int>(p->ifindex), "", p->index};
+        if (!p || p->action != TC_ACT_STOLEN || (p->eaction != TCA_EGRESS_REDIR && p->eaction != TCA_INGRESS_REDIR))
+            return std::nullopt;
+        return tc::Redirect{static_cast<int>(p->ifindex), "", p->index, p->eaction == TCA_INGRESS_REDIR};
     }
     return std::nullopt;
 }

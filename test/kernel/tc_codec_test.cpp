@@ -162,3 +162,24 @@ TEST_CASE("VXLAN: decap matches and encap metadata round-trip, IPv4 and IPv6") {
     u.actions = {tc::TunnelUnset{}, tc::Pass{}};
     CHECK(round_trip(u).rule == u);
 }
+
+TEST_CASE("mirred ingress redirect (the punt path's way back) round-trips and differs from egress") {
+    tc::Rule r;
+    r.chain = 0;
+    r.prio = 1;
+    r.protocol = tc::kEthAll;
+    r.actions = {tc::Redirect{2, "p0", 0xd9200001, true}};
+    auto got = round_trip(r);
+    CHECK(got.decoded);
+    CHECK(got.rule == r);
+    CHECK(std::get<tc::Redirect>(got.rule.actions[0]).ingress);
+    tc::Rule shown = r;
+    shown.dev = "dpo-inject";
+    CHECK(tc::to_tc_command(shown) ==
+          "tc filter add dev dpo-inject ingress chain 0 prio 1 protocol all flower "
+          "action mirred ingress redirect dev p0 index 3642753025");
+    tc::Rule egress = r;
+    egress.actions = {tc::Redirect{2, "p0", 0xd9200001, false}};
+    CHECK_FALSE(egress == r);
+    CHECK_FALSE(std::get<tc::Redirect>(round_trip(egress).rule.actions[0]).ingress);
+}

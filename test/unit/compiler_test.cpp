@@ -299,7 +299,7 @@ TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct firs
     const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
     dpo::compile::NatState nat;
     nat.punt_ifindex = 42;
-    nat.punt_dev = "dpo-punt";
+    nat.punt_dev = "dpo-inject";
     nat.subscribers = {{*IpAddress::parse("10.100.0.2"),
                         dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
                        {*IpAddress::parse("10.100.0.3"), std::nullopt}};
@@ -334,7 +334,7 @@ TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct firs
           "ct_state +trk+new action gact drop");
     CHECK(the_rule(p, adj, "prio 4 ") ==
           "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
-          "action mirred egress redirect dev dpo-punt index 3642753024");
+          "action mirred egress redirect dev dpo-inject index 3642753024");
     CHECK(the_rule(p, adj, "ct_state +trk+inv") == "tc filter add dev p0 ingress chain 4096 prio 5 protocol 802.1Q "
                                                     "flower vlan_ethtype ip ct_state +trk+inv action gact drop");
     CHECK(the_rule(p, 4097, "prio 13 ").find("ct_state +trk+new action ct commit zone 7 pipe action pedit") !=

@@ -82,7 +82,7 @@ struct ActionText {
     }
     std::string operator()(const TunnelUnset&) const { return "tunnel_key unset pipe"; }
     std::string operator()(const Redirect& r) const {
-        std::string s = "mirred egress redirect dev " + r.dev;
+        std::string s = std::string(r.ingress ? "mirred ingress" : "mirred egress") + " redirect dev " + r.dev;
         if (r.index) s += " index " + std::to_string(r.index);
         return s;
     }

@@ -105,11 +105,16 @@ struct CsumIp4h {   // csum iph: the IPv4 header checksum after a TTL change
 // rules, so its statistics count everything sent through one egress interface (the
 // flow chart's "count"). Always give one: with 0 the kernel picks an index, and the
 // rule never compares equal to its own dump.
+// With `ingress`, mirred ingress redirect: the packet is received again on `dev` and
+// runs its tc ingress from chain 0 (the punt path's way back to the uplink).
 struct Redirect {
     int ifindex = 0;
     std::string dev;  // for people: netlink carries only the ifindex, so == ignores it
     std::uint32_t index = 0;
-    bool operator==(const Redirect& o) const { return ifindex == o.ifindex && index == o.index; }
+    bool ingress = false;
+    bool operator==(const Redirect& o) const {
+        return ifindex == o.ifindex && index == o.index && ingress == o.ingress;
+    }
 };
 
 // conntrack in a zone. Without commit: look the packet up (and, with `nat`, apply

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "conntrack_watcher.hpp"
+
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <string>
+
+namespace dpo::kernel {
+
+namespace {
+
+// Rides out a burst of connection setups and teardowns while the daemon is busy
+// elsewhere; what still overflows it is an overrun, answered by a dump.
+constexpr int kReceiveBuffer = 32 * 1024 * 1024;
+// One event is one datagram of a few hundred bytes; anything larger than this is
+// not a conntrack event we could parse.
+constexpr std::size_t kDatagramRoom = 64 * 1024;
+
+std::string errno_text(int e) { return std::strerror(e); }
+
+struct CtDeleter {
+    void operator()(nf_conntrack* ct) const { nfct_destroy(ct); }
+};
+using CtPtr = std::unique_ptr<nf_conntrack, CtDeleter>;
+
+bool has(const nf_conntrack* ct, nf_conntrack_attr a) { return nfct_attr_is_set(ct, a) > 0; }
+
+std::uint16_t port(const nf_conntrack* ct, nf_conntrack_attr a) {
+    return has(ct, a) ? ntohs(nfct_get_attr_u16(ct, a)) : 0;  // the library keeps ports in network order
+}
+
+// The first attribute of `type` among the attributes in [data, data + len).
+const nlattr* find_attr(const void* data, std::size_t len, std::uint16_t type) {
+    auto* a = static_cast<const nlattr*>(data);
+    int left = static_cast<int>(len);
+    while (mnl_attr_ok(a, left)) {
+        if (mnl_attr_get_type(a) == type) return a;
+        left -= static_cast<int>(MNL_ALIGN(a->nla_len));
+        a = mnl_attr_next(a);
+    }
+    return nullptr;
+}
+
+const nlattr* find_nested(const nlattr* nest, std::uint16_t type) {
+    if (!nest || mnl_attr_validate(nest, MNL_TYPE_NESTED) < 0) return nullptr;
+    return find_attr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), type);
+}
+
+// The ICMP / ICMPv6 echo identifier of the reply tuple, which NAT translates like a
+// source port. libnetfilter_conntrack keeps a single ATTR_ICMP_ID (the original
+// direction's), so this one is read from the message itself.
+std::optional<std::uint16_t> reply_icmp_id(const nlmsghdr* nlh, std::uint8_t l4proto) {
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg)) return std::nullopt;
+    const auto* attrs = static_cast<const char*>(mnl_nlmsg_get_payload(nlh)) + sizeof(nfgenmsg);
+    const auto* reply = find_attr(attrs, mnl_nlmsg_get_payload_len(nlh) - sizeof(nfgenmsg), CTA_TUPLE_REPLY);
+    const auto* proto = find_nested(reply, CTA_TUPLE_PROTO);
+    const auto* id = find_nested(proto, l4proto == IPPROTO_ICMP ? CTA_PROTO_ICMP_ID : CTA_PROTO_ICMPV6_ID);
+    if (!id || mnl_attr_validate(id, MNL_TYPE_U16) < 0) return std::nullopt;
+    return ntohs(mnl_attr_get_u16(id));
+}
+
+// The entry, if `ct` is a complete IPv4/IPv6 connection of `zone`.
+std::optional<ConntrackEntry> entry_of(const nf_conntrack* ct, const nlmsghdr* nlh, std::uint16_t zone) {
+    // tc ct sets one zone for both directions (CTA_ZONE; absent for zone 0). A
+    // per-direction zone (CTA_TUPLE_ZONE) is someone else's configuration.
+    if (has(ct, ATTR_ORIG_ZONE) || has(ct, ATTR_REPL_ZONE)) return std::nullopt;
+    const std::uint16_t z = has(ct, ATTR_ZONE) ? nfct_get_attr_u16(ct, ATTR_ZONE) : 0;
+    if (z != zone || !has(ct, ATTR_ORIG_L3PROTO) || !has(ct, ATTR_ORIG_L4PROTO)) return std::nullopt;
+
+    ConntrackEntry e;
+    e.zone = z;
+    e.l4proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+    const auto l3 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+    struct Addr {
+        nf_conntrack_attr attr;
+        IpAddress* out;
+    };
+    const Addr v4[] = {{ATTR_ORIG_IPV4_SRC, &e.orig_src}, {ATTR_ORIG_IPV4_DST, &e.orig_dst},
+                       {ATTR_REPL_IPV4_SRC, &e.reply_src}, {ATTR_REPL_IPV4_DST, &e.reply_dst}};
+    const Addr v6[] = {{ATTR_ORIG_IPV6_SRC, &e.orig_src}, {ATTR_ORIG_IPV6_DST, &e.orig_dst},
+                       {ATTR_REPL_IPV6_SRC, &e.reply_src}, {ATTR_REPL_IPV6_DST, &e.reply_dst}};
+    if (l3 != AF_INET && l3 != AF_INET6) return std::nullopt;
+    const Family family = l3 == AF_INET ? Family::V4 : Family::V6;
+    for (const auto& a : l3 == AF_INET ? v4 : v6) {
+        if (!has(ct, a.attr)) return std::nullopt;  // an entry without both tuples counts nothing
+        *a.out = IpAddress::from_bytes(family, nfct_get_attr(ct, a.attr));
+    }
+    if (e.l4proto == IPPROTO_ICMP || e.l4proto == IPPROTO_ICMPV6) {
+        if (has(ct, ATTR_ICMP_ID)) e.orig_sport = ntohs(nfct_get_attr_u16(ct, ATTR_ICMP_ID));
+        e.reply_dport = reply_icmp_id(nlh, e.l4proto).value_or(e.orig_sport);
+    } else {
+        e.orig_sport = port(ct, ATTR_ORIG_PORT_SRC);
+        e.orig_dport = port(ct, ATTR_ORIG_PORT_DST);
+        e.reply_sport = port(ct, ATTR_REPL_PORT_SRC);
+        e.reply_dport = port(ct, ATTR_REPL_PORT_DST);
+    }
+    return e;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ConntrackWatcher>> ConntrackWatcher::open(std::uint16_t zone) {
+    // Subscribing binds the groups: from here on every NEW and DESTROY is queued, so
+    // a dump taken after open() misses nothing. No UPDATE group: state changes do
+    // not move a connection between chunks.
+    nfct_handle* h = nfct_open(CONNTRACK, NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_DESTROY);
+    if (!h) return fail("cannot subscribe to conntrack events: " + errno_text(errno));
+    std::unique_ptr<ConntrackWatcher> w(new ConntrackWatcher(h, zone));
+    const int fd = nfct_fd(h);
+    // SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; SO_RCVBUF is the fallback.
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &kReceiveBuffer, sizeof kReceiveBuffer) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kReceiveBuffer, sizeof kReceiveBuffer);
+    // NETLINK_BROADCAST_ERROR stays off on purpose: with it the kernel would hold
+    // dying connections until their DESTROY reached us; an overrun and a dump are
+    // the answer here instead.
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return fail("conntrack events: cannot make the socket non-blocking: " + errno_text(errno));
+    return w;
+}
+
+ConntrackWatcher::~ConntrackWatcher() { nfct_close(events_); }
+
+int ConntrackWatcher::fd() const { return nfct_fd(events_); }
+
+Result<ConntrackWatcher::Batch> ConntrackWatcher::process() {
+    Batch batch;
+    std::vector<char> buf(kDatagramRoom);
+    for (int messages = 0; messages < kMaxMessagesPerCall;) {
+        sockaddr_nl peer{};
+        iovec iov{buf.data(), buf.size()};
+        msghdr msg{};
+        msg.msg_name = &peer;
+        msg.msg_namelen = sizeof peer;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        const ssize_t n = recvmsg(fd(), &msg, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == ENOBUFS) {
+                // The kernel dropped events for us; what is still queued is valid,
+                // so keep reading, but the caller must dump to know the table.
+                batch.overrun = true;
+                continue;
+            }
+            return fail("conntrack events: " + errno_text(errno));
+        }
+        ++messages;
+        // An event is only the kernel's (port id 0); a truncated one cannot be read,
+        // which loses it as surely as an overrun does.
+        if (peer.nl_pid != 0) continue;
+        if (msg.msg_flags & MSG_TRUNC) {
+            batch.overrun = true;
+            continue;
+        }
+        int len = static_cast<int>(n);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
+            if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK) continue;
+            ConntrackEvent::Kind kind;
+            const auto type = NFNL_MSG_TYPE(nlh->nlmsg_type);
+            if (type == IPCTNL_MSG_CT_DELETE)
+                kind = ConntrackEvent::Kind::Destroy;
+            else if (type == IPCTNL_MSG_CT_NEW && (nlh->nlmsg_flags & NLM_F_CREATE))
+                kind = ConntrackEvent::Kind::New;
+            else
+                continue;  // an update: not subscribed, but harmless
+            CtPtr ct(nfct_new());
+            if (!ct) return fail("conntrack events: out of memory");
+            // nfct_nlmsg_parse() reads the nfgenmsg header without checking that the
+            // message has room for one.
+            if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg) || nfct_nlmsg_parse(nlh, ct.get()) < 0) {
+                batch.overrun = true;  // an event we cannot read is a lost event
+                continue;
+            }
+            if (auto e = entry_of(ct.get(), nlh, zone_)) batch.events.push_back({kind, std::move(*e)});
+        }
+    }
+    return batch;
+}
+
+Result<std::vector<ConntrackEntry>> ConntrackWatcher::dump() {
+    // A socket of its own: the event socket keeps queueing while the dump runs.
+    nfct_handle* h = nfct_open(CONNTRACK, 0);
+    if (!h) return fail("conntrack dump: cannot open ctnetlink: " + errno_text(errno));
+    struct Context {
+        std::uint16_t zone;
+        std::vector<ConntrackEntry> entries;
+    } ctx{zone_, {}};
+    nfct_callback_register2(
+        h, NFCT_T_ALL,
+        [](const nlmsghdr* nlh, nf_conntrack_msg_type, nf_conntrack* ct, void* data) {
+            auto* c = static_cast<Context*>(data);
+            if (auto e = entry_of(ct, nlh, c->zone)) c->entries.push_back(std::move(*e));
+            return static_cast<int>(NFCT_CB_CONTINUE);
+        },
+        &ctx);
+    // Every family; the zone is filtered here: Linux 6.1 cannot filter a dump by
+    // zone (CTA_ZONE in a dump request is honoured from 6.8 on).
+    std::uint32_t family = AF_UNSPEC;
+    const int r = nfct_query(h, NFCT_Q_DUMP, &family);
+    const int err = errno;
+    nfct_close(h);
+    if (r < 0) return fail("conntrack dump: " + errno_text(err));
+    return std::move(ctx.entries);
+}
+
+}  // namespace dpo::kernel
