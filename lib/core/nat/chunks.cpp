@@ -108,7 +108,7 @@ void ChunkTable::expire_quarantine(Seconds now) {
     }
 }
 
-void ChunkTable::hold(std::uint32_t subscriber, std::uint32_t address, ChunkId id, Seconds now) {
+void ChunkTable::hold(std::uint32_t subscriber, std::uint32_t address, ChunkId id, Seconds now, bool log) {
     held_.try_emplace(id, Held{subscriber, kNone, 0, static_cast<std::uint32_t>(now)});
     auto [s, fresh] = subscribers_.try_emplace(subscriber, Subscriber{address, id, id, 0});
     if (!fresh) {
@@ -116,7 +116,7 @@ void ChunkTable::hold(std::uint32_t subscriber, std::uint32_t address, ChunkId i
         s->last = id;
     }
     ++s->count;
-    events_.push_back({ChunkEvent::Kind::Allocated, now, IpAddress::v4(subscriber), ports(id)});
+    if (log) events_.push_back({ChunkEvent::Kind::Allocated, now, IpAddress::v4(subscriber), ports(id)});
 }
 
 Result<ChunkId, Refusal> ChunkTable::pull(const IpAddress& subscriber, Seconds now) {
@@ -135,7 +135,7 @@ Result<ChunkId, Refusal> ChunkTable::pull(const IpAddress& subscriber, Seconds n
     const auto index = take_free(address);
     if (!index) return fail(Refusal::PoolEmpty);
     const ChunkId id = address * per_address_ + *index;
-    hold(k, address, id, now);
+    hold(k, address, id, now, true);
     return id;
 }
 
@@ -162,8 +162,18 @@ Result<Done> ChunkTable::adopt(const IpAddress& subscriber, ChunkId id, Seconds 
         std::erase(s.recycled, index);
     }
     if (free_count(address) == 0) ring_remove(address);
-    hold(k, address, id, now);
+    hold(k, address, id, now, false);
     return Done{};
+}
+
+void ChunkTable::reset_connections(Seconds now) {
+    std::vector<ChunkId> ids;
+    held_.for_each([&](ChunkId id, const Held&) { ids.push_back(id); });
+    for (ChunkId id : ids) {
+        Held& h = held_.at(id);
+        h.connections = 0;
+        h.idle_since = static_cast<std::uint32_t>(now);
+    }
 }
 
 void ChunkTable::connection_opened(ChunkId id) {

@@ -57,9 +57,13 @@ public:
     // The subscriber's next chunk, on its public address (or, for its first chunk,
     // on the next address with a free chunk, round-robin).
     Result<ChunkId, Refusal> pull(const IpAddress& subscriber, Seconds now);
-    // Takes a chunk found on restart (conntrack or installed rules) as held.
+    // Takes a chunk found on restart (conntrack or installed rules) as held. Not an
+    // allocation: the run that allocated it logged it, so no event.
     Result<Done> adopt(const IpAddress& subscriber, ChunkId id, Seconds now);
 
+    // Forgets every connection count (the chunks stay held, idle from `now`): before
+    // counting again from a conntrack dump after an overrun.
+    void reset_connections(Seconds now);
     void connection_opened(ChunkId id);
     void connection_closed(ChunkId id, Seconds now);
     // Releases every chunk idle for chunk_idle_seconds; returns the events.
@@ -73,6 +77,10 @@ public:
     std::uint32_t connections(ChunkId id) const;
 
     std::size_t subscribers() const { return subscribers_.size(); }
+    template <class Fn>
+    void for_each_subscriber(Fn fn) const {
+        subscribers_.for_each([&](std::uint32_t key, const Subscriber&) { fn(IpAddress::v4(key)); });
+    }
     std::size_t chunks_held() const { return held_.size(); }
     std::size_t table_bytes() const { return held_.bytes() + subscribers_.bytes(); }
     std::size_t chunks_free() const;  // ready now, not counting quarantine
@@ -105,7 +113,7 @@ private:
     void ring_insert(std::uint32_t a);
     void ring_remove(std::uint32_t a);
     void expire_quarantine(Seconds now);
-    void hold(std::uint32_t subscriber, std::uint32_t address, ChunkId id, Seconds now);
+    void hold(std::uint32_t subscriber, std::uint32_t address, ChunkId id, Seconds now, bool log);
     void release(ChunkId id, Seconds now);
     static std::uint32_t key(const IpAddress& a);
 

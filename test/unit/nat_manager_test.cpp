@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <catch2/catch.hpp>
+
+#include "core/nat/nat_manager.hpp"
+
+using namespace dpo;
+
+namespace {
+
+Nat small() {
+    Nat n;
+    n.zone = 1;
+    n.pool = {*IpPrefix::parse("198.51.100.0/30")};
+    n.ports = {1024, 2047};  // two chunks of 512 per address
+    n.chunk_size = 512;
+    n.max_chunks_per_subscriber = 2;
+    n.chunk_idle_seconds = 60;
+    return n;
+}
+
+IpAddress ip(const char* s) { return *IpAddress::parse(s); }
+
+}  // namespace
+
+TEST_CASE("the IPv4 source of a punted frame, tagged or not") {
+    std::vector<std::uint8_t> f(14 + 4 + 20, 0);
+    f[12] = 0x81; f[13] = 0x00;        // 802.1Q
+    f[16] = 0x08; f[17] = 0x00;        // IPv4
+    f[18] = 0x45;
+    f[18 + 12] = 10; f[18 + 13] = 100; f[18 + 14] = 0; f[18 + 15] = 2;
+    CHECK(nat::ipv4_source(f) == ip("10.100.0.2"));
+    // The same packet without the tag: MACs, then the IPv4 ethertype and header.
+    std::vector<std::uint8_t> untagged(f.size() - 4, 0);
+    for (std::size_t i = 0; i < untagged.size(); ++i) untagged[i] = f[i < 12 ? i : i + 4];
+    CHECK(nat::ipv4_source(untagged) == ip("10.100.0.2"));
+    f[16] = 0x86; f[17] = 0xdd;        // IPv6: not ours to translate
+    CHECK_FALSE(nat::ipv4_source(f));
+    CHECK_FALSE(nat::ipv4_source(std::vector<std::uint8_t>(20, 0)));
+    CHECK_FALSE(nat::ipv4_source({}));
+}
+
+TEST_CASE("a first packet pulls a chunk; the compiler's state commits new connections into it") {
+    nat::NatManager m(small());
+    auto c = m.first_packet(ip("10.100.0.2"), 10);
+    REQUIRE(c.ok());
+    // A second punted packet before the rule landed needs no second chunk.
+    CHECK(m.first_packet(ip("10.100.0.2"), 10).value() == *c);
+    auto s = m.state(42, "dpo-inject");
+    CHECK(s.punt_ifindex == 42);
+    REQUIRE(s.subscribers.size() == 1);
+    CHECK(s.subscribers[0].address == ip("10.100.0.2"));
+    REQUIRE(s.subscribers[0].commit);
+    CHECK(s.subscribers[0].commit->first == 1024);
+    auto events = m.take_events();
+    REQUIRE(events.size() == 1);
+    CHECK(nat::log_line(events[0], 0).find("chunk-allocated") != std::string::npos);
+}
+
+TEST_CASE("a filling chunk pulls the next one ahead of need; at the limit new connections are refused") {
+    nat::NatManager m(small());
+    const auto sub = ip("10.100.0.2");
+    REQUIRE(m.first_packet(sub, 0).ok());
+    const auto first = m.state(0, "").subscribers[0].commit->address;
+    for (std::uint16_t p = 1024; p < 1024 + 512; ++p) m.connection_new({sub, first, p}, 1);
+    auto s = m.state(0, "");
+    REQUIRE(s.subscribers[0].commit);
+    CHECK(s.subscribers[0].commit->first == 1536);  // the second chunk, same address
+    CHECK(s.subscribers[0].commit->address == first);
+    for (std::uint16_t p = 1536; p < 1536 + 512; ++p) m.connection_new({sub, first, p}, 2);
+    CHECK_FALSE(m.state(0, "").subscribers[0].commit);  // full and at its limit: drop
+    CHECK(m.counters().chunk_limit == 1);
+    m.connection_end({sub, first, 1600}, 3);
+    CHECK(m.state(0, "").subscribers[0].commit);
+}
+
+TEST_CASE("idle chunks go back; a resync recounts from conntrack and adopts what it finds") {
+    nat::NatManager m(small());
+    const auto sub = ip("10.100.0.2");
+    REQUIRE(m.first_packet(sub, 0).ok());
+    (void)m.take_events();
+    m.tick(59);
+    CHECK(m.table().chunks_held() == 1);
+    m.tick(60);
+    CHECK(m.table().chunks_held() == 0);
+    auto ev = m.take_events();
+    REQUIRE(ev.size() == 1);
+    CHECK(ev[0].kind == nat::ChunkEvent::Kind::Released);
+
+    // After a restart: a connection of 10.100.0.9 on 198.51.100.2:1700 makes its chunk held.
+    nat::NatManager r(small());
+    r.resync({{ip("10.100.0.9"), ip("198.51.100.2"), 1700}}, 100);
+    REQUIRE(r.table().chunks_held() == 1);
+    CHECK(r.state(0, "").subscribers[0].commit->first == 1536);
+    CHECK(r.take_events().empty());  // adoption is not an allocation
+    r.tick(100000);
+    CHECK(r.table().chunks_held() == 1);  // it has a live connection
+}
