@@ -16,6 +16,7 @@
 #include "core/reconcile/reconciler.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
+#include "nat_runtime.hpp"
 
 namespace dpo::agent {
 
@@ -37,12 +38,36 @@ public:
     Daemon(Mapping m, tc::Backend& backend, kernel::RtnlWatcher& watcher)
         : mapping_(std::move(m)), reconciler_(backend), watcher_(watcher) {}
 
+    // The NAT stage runs when the mapping has a `nat` section; without it, or while
+    // it cannot start, inner -> outer IPv4 is left to the kernel.
+    void start_nat() {
+        nat_.reset();
+        if (!mapping_.nat) return;
+        auto rt = NatRuntime::open(mapping_);
+        if (!rt) {
+            log::error("nat-not-running", {{"reason", rt.error()}, {"effect", "inner -> outer IPv4 left to the kernel"}});
+            return;
+        }
+        nat_ = std::move(*rt);
+        log::notice("nat-running", {{"zone", std::to_string(mapping_.nat->zone)}});
+    }
+    NatRuntime* nat() { return nat_.get(); }
+
     // Compiles the current kernel state and sends the difference. `extra_devs`
     // are devices that held our rules before a reload and must be cleaned.
     void reconcile(const std::vector<std::string>& extra_devs = {}) {
         const auto t0 = std::chrono::steady_clock::now();
         const KernelState state = watcher_.state();
-        const auto program = compile::compile(mapping_, state);
+        // The uplink may appear after the daemon started (or be re-created): try
+        // the NAT stage again once per uplink ifindex, not on every event.
+        if (const Link* up = state.link_by_name(mapping_.uplink);
+            mapping_.nat && !nat_ && up && up->ifindex != nat_tried_ifindex_) {
+            nat_tried_ifindex_ = up->ifindex;
+            start_nat();
+        }
+        const std::optional<compile::NatState> nat_state =
+            nat_ ? std::optional<compile::NatState>(nat_->state()) : std::nullopt;
+        const auto program = compile::compile(mapping_, state, nat_state ? &*nat_state : nullptr);
         std::set<std::string> devs;
         for (const auto& d : rule_devices(mapping_)) devs.insert(d);
         for (const auto& d : extra_devs) devs.insert(d);
@@ -81,15 +106,23 @@ public:
             return;
         }
         const auto before = rule_devices(mapping_);
+        const bool nat_changed = mapping_.nat != next->nat || mapping_.uplink != next->uplink;
         mapping_ = std::move(next).value();
         log::notice("reloaded", {{"file", file}, {"interfaces", std::to_string(mapping_.interfaces.size())}});
+        if (nat_changed) {
+            nat_.reset();
+            nat_tried_ifindex_ = 0;  // the next reconcile starts it on the new terms
+        }
         reconcile(before);
+        if (nat_) nat_->reinject_waiting();
     }
 
 private:
     Mapping mapping_;
     reconcile::Reconciler reconciler_;
     kernel::RtnlWatcher& watcher_;
+    std::unique_ptr<NatRuntime> nat_;
+    int nat_tried_ifindex_ = 0;
 };
 
 }  // namespace
@@ -130,15 +163,21 @@ int run(const std::string& file) {
     Daemon daemon(std::move(loaded).value(), **tc, **watcher);
     log::notice("started", {{"file", file}});
 
-    pollfd fds[2] = {{sfd, POLLIN, 0}, {(*watcher)->fd(), POLLIN, 0}};
     bool dirty = true;  // the initial dump
     for (;;) {
         if (dirty) {
             daemon.reconcile();
+            // First packets go back only now that their subscriber's rule is in.
+            if (daemon.nat()) daemon.nat()->reinject_waiting();
             dirty = false;
         }
-        fds[1].fd = (*watcher)->fd();  // a resync opens a new socket
-        if (poll(fds, 2, -1) < 0) {
+        NatRuntime* nat = daemon.nat();
+        pollfd fds[5] = {{sfd, POLLIN, 0},
+                         {(*watcher)->fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
+                         {nat ? nat->punt_fd() : -1, POLLIN, 0},
+                         {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
+                         {nat ? nat->timer_fd() : -1, POLLIN, 0}};
+        if (poll(fds, 5, -1) < 0) {
             if (errno == EINTR) continue;
             log::error("poll-failed", {{"reason", std::strerror(errno)}});
             return kExitFailure;
@@ -150,8 +189,11 @@ int run(const std::string& file) {
                 return kExitFailure;
             }
             if (p->resynced) log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
-            dirty = p->changed || p->resynced;
+            dirty = dirty || p->changed || p->resynced;
         }
+        if (nat && fds[2].revents) dirty = nat->on_punt() || dirty;
+        if (nat && fds[3].revents) dirty = nat->on_conntrack() || dirty;
+        if (nat && fds[4].revents) dirty = nat->on_timer() || dirty;
         if (fds[0].revents) {
             signalfd_siginfo si{};
             if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;

@@ -60,6 +60,7 @@ struct PortRange {
     std::uint16_t first = 1024;
     std::uint16_t last = 65535;
     std::uint32_t size() const { return std::uint32_t{last} - first + 1; }
+    bool operator==(const PortRange&) const = default;
 };
 
 struct Nat {
@@ -72,6 +73,7 @@ struct Nat {
 
     // Whole chunks that fit in the port range of one public address.
     std::uint32_t chunks_per_address() const { return ports.size() / chunk_size; }
+    bool operator==(const Nat&) const = default;
 };
 
 inline constexpr std::uint16_t kDefaultAciVlan = 2;

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "nat_runtime.hpp"
+
+#include <fcntl.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "core/log.hpp"
+
+namespace dpo::agent {
+
+namespace {
+
+nat::Seconds monotonic_now() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<nat::Seconds>(ts.tv_sec);
+}
+
+// With the kernel's default (2), a connection created while nobody listened never
+// reports its end, and its chunk would never go idle after a restart.
+void want_conntrack_events() {
+    const char* path = "/proc/sys/net/netfilter/nf_conntrack_events";
+    std::string value;
+    if (std::ifstream in(path); in) std::getline(in, value);
+    if (value == "1") return;
+    std::ofstream out(path);
+    out << "1\n";
+    out.flush();
+    if (!out)
+        log::warning("conntrack-events", {{"sysctl", "net.netfilter.nf_conntrack_events"}, {"is", value},
+                                          {"want", "1"},
+                                          {"effect", "connections older than the daemon never report their end"}});
+}
+
+std::vector<nat::Connection> connections(const std::vector<kernel::ConntrackEntry>& entries) {
+    std::vector<nat::Connection> out;
+    for (const auto& e : entries)
+        if (e.orig_src.family == Family::V4) out.push_back({e.orig_src, e.reply_dst, e.reply_dport});
+    return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NatRuntime>> NatRuntime::open(const Mapping& m) {
+    want_conntrack_events();
+    auto punt = kernel::PuntPort::open(m.uplink);
+    if (!punt) return fail("nat punt port: " + punt.error());
+    auto ct = kernel::ConntrackWatcher::open(m.nat->zone);
+    if (!ct) return fail("nat conntrack: " + ct.error());
+    const int timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (timer < 0) return fail(std::string("nat timer: ") + std::strerror(errno));
+    itimerspec every_second{{1, 0}, {1, 0}};
+    timerfd_settime(timer, 0, &every_second, nullptr);
+    std::unique_ptr<NatRuntime> rt(new NatRuntime(*m.nat, std::move(*punt), std::move(*ct), timer));
+    // After a restart: the chunks its connections hold stay theirs.
+    if (!rt->resync()) return fail(std::string("nat: cannot dump conntrack"));
+    return rt;
+}
+
+NatRuntime::NatRuntime(const Nat& config, std::unique_ptr<kernel::PuntPort> punt,
+                       std::unique_ptr<kernel::ConntrackWatcher> conntrack, int timer)
+    : config_(config), manager_(config), punt_(std::move(punt)), conntrack_(std::move(conntrack)), timer_(timer) {}
+
+NatRuntime::~NatRuntime() { close(timer_); }
+
+bool NatRuntime::log_chunk_events() {
+    const auto events = manager_.take_events();
+    const auto wall = static_cast<std::int64_t>(std::time(nullptr));
+    for (const auto& e : events) {
+        const std::string line = nat::log_line(e, wall);
+        (void)!::write(STDERR_FILENO, line.data(), line.size());
+    }
+    return !events.empty();
+}
+
+bool NatRuntime::resync() {
+    auto live = conntrack_->dump();
+    if (!live) {
+        log::error("nat-resync-failed", {{"reason", live.error()}});
+        return false;
+    }
+    manager_.resync(connections(*live), monotonic_now());
+    log::info("nat-resynced", {{"connections", std::to_string(live->size())},
+                               {"chunks", std::to_string(manager_.table().chunks_held())},
+                               {"subscribers", std::to_string(manager_.table().subscribers())}});
+    log_chunk_events();
+    return true;
+}
+
+bool NatRuntime::on_punt() {
+    auto frames = punt_->receive();
+    if (!frames) {
+        log::error("nat-punt-failed", {{"reason", frames.error()}});
+        return false;
+    }
+    const auto now = monotonic_now();
+    for (auto& f : *frames) {
+        const auto sub = nat::ipv4_source(f);
+        if (!sub) continue;  // not IPv4: nothing to translate, nothing to give back
+        auto chunk = manager_.first_packet(*sub, now);
+        if (!chunk) {
+            log::warning("nat-refused", {{"subscriber", sub->str()}, {"reason", nat::to_string(chunk.error())}});
+            continue;  // dropped: counted by the manager
+        }
+        waiting_.push_back(std::move(f));
+    }
+    if (auto lost = punt_->take_lost(); lost && *lost)
+        log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
+    return log_chunk_events() || !waiting_.empty();
+}
+
+void NatRuntime::reinject_waiting() {
+    for (const auto& f : waiting_)
+        if (auto r = punt_->reinject(f); !r) log::warning("nat-reinject-failed", {{"reason", r.error()}});
+    waiting_.clear();
+}
+
+bool NatRuntime::on_conntrack() {
+    auto batch = conntrack_->process();
+    if (!batch) {
+        log::error("nat-conntrack-failed", {{"reason", batch.error()}});
+        return false;
+    }
+    const auto now = monotonic_now();
+    for (const auto& e : batch->events) {
+        if (e.entry.orig_src.family != Family::V4) continue;
+        const nat::Connection c{e.entry.orig_src, e.entry.reply_dst, e.entry.reply_dport};
+        if (e.kind == kernel::ConntrackEvent::Kind::New) manager_.connection_new(c, now);
+        else manager_.connection_end(c, now);
+    }
+    if (batch->overrun) {
+        log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
+        resync();
+    }
+    return log_chunk_events();
+}
+
+bool NatRuntime::on_timer() {
+    std::uint64_t ticks = 0;
+    (void)!::read(timer_, &ticks, sizeof ticks);
+    manager_.tick(monotonic_now());
+    return log_chunk_events();
+}
+
+}  // namespace dpo::agent
