@@ -133,11 +133,14 @@ bool NatRuntime::on_conntrack() {
         if (e.kind == kernel::ConntrackEvent::Kind::New) manager_.connection_new(c, now);
         else manager_.connection_end(c, now);
     }
+    bool changed = false;
     if (batch->overrun) {
         log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
         resync();
+        changed = true;  // counts were rebuilt: a subscriber's limit may have moved
     }
-    return log_chunk_events();
+    changed = manager_.take_changed() || changed;
+    return log_chunk_events() || changed;
 }
 
 bool NatRuntime::on_timer() {

@@ -66,11 +66,16 @@ TEST_CASE("a filling chunk pulls the next one ahead of need; at the limit new co
     REQUIRE(s.subscribers[0].commit);
     CHECK(s.subscribers[0].commit->first == 1536);  // the second chunk, same address
     CHECK(s.subscribers[0].commit->address == first);
+    (void)m.take_changed();
     for (std::uint16_t p = 1536; p < 1536 + 512; ++p) m.connection_new({sub, first, p}, 2);
     CHECK_FALSE(m.state(0, "").subscribers[0].commit);  // full and at its limit: drop
+    CHECK(m.take_changed());                             // ... and the rules must say so
     CHECK(m.counters().chunk_limit == 1);
     m.connection_end({sub, first, 1600}, 3);
     CHECK(m.state(0, "").subscribers[0].commit);
+    CHECK(m.take_changed());
+    m.connection_end({sub, first, 1601}, 3);
+    CHECK_FALSE(m.take_changed());  // it was not full any more: nothing to change
 }
 
 TEST_CASE("idle chunks go back; a resync recounts from conntrack and adopts what it finds") {

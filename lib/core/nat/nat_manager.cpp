@@ -53,12 +53,25 @@ void NatManager::connection_new(const Connection& c, Seconds now) {
         return;
     }
     table_.connection_opened(*id);
-    if (commit_chunk(c.subscriber) == id && table_.connections(*id) >= config_.chunk_size)
-        (void)pull(c.subscriber, now);  // the next chunk, if the subscriber may have one
+    if (commit_chunk(c.subscriber) != id || table_.connections(*id) != config_.chunk_size) return;
+    // The chunk new connections go into just filled: the next one, or, at the
+    // subscriber's limit, its new connections are dropped from now on.
+    if (!pull(c.subscriber, now)) changed_ = true;
 }
 
 void NatManager::connection_end(const Connection& c, Seconds now) {
-    if (const auto id = chunk_of(c)) table_.connection_closed(*id, now);
+    const auto id = chunk_of(c);
+    if (!id) return;
+    const bool was_full = table_.connections(*id) >= config_.chunk_size;
+    table_.connection_closed(*id, now);
+    // A full newest chunk that frees a port lifts the drop.
+    if (was_full && commit_chunk(c.subscriber) == id) changed_ = true;
+}
+
+bool NatManager::take_changed() {
+    const bool c = changed_;
+    changed_ = false;
+    return c;
 }
 
 void NatManager::resync(const std::vector<Connection>& live, Seconds now) {

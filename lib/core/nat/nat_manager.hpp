@@ -46,6 +46,9 @@ public:
     void tick(Seconds now);
 
     compile::NatState state(int punt_ifindex, const std::string& punt_dev) const;
+    // Whether state() changed for a reason other than a chunk event (a subscriber at
+    // its limit filled or freed its last chunk) since the last call.
+    bool take_changed();
     std::vector<ChunkEvent> take_events() { return table_.take_events(); }
     const ChunkTable& table() const { return table_; }
 
@@ -65,6 +68,7 @@ private:
     Nat config_;
     ChunkTable table_;
     Counters counters_;
+    bool changed_ = false;
 };
 
 }  // namespace dpo::nat
