@@ -111,7 +111,7 @@ bool NatRuntime::on_punt() {
     }
     if (auto lost = punt_->take_lost(); lost && *lost)
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
-    return log_chunk_events() || !waiting_.empty();
+    return log_chunk_events() || manager_.take_changed() || !waiting_.empty();
 }
 
 void NatRuntime::reinject_waiting() {
@@ -147,7 +147,7 @@ bool NatRuntime::on_timer() {
     std::uint64_t ticks = 0;
     (void)!::read(timer_, &ticks, sizeof ticks);
     manager_.tick(monotonic_now());
-    return log_chunk_events();
+    return log_chunk_events() || manager_.take_changed();
 }
 
 }  // namespace dpo::agent

@@ -24,6 +24,9 @@ namespace dpo::kernel {
 namespace {
 
 constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+// Shared action indices we assign live at and above this (compile/pipeline.hpp);
+// the kernel numbers unshared actions from 1 upward.
+constexpr std::uint32_t kSharedIndexFloor = 0xd9000000;
 
 nlmsghdr* put_tc_header(void* buf, std::uint16_t type, std::uint16_t flags, int ifindex, std::uint32_t parent,
                         std::uint32_t handle, std::uint32_t info) {
@@ -125,14 +128,15 @@ struct ActionEncoder {
             default: return "tunnel_key";
         }
     }
-    void gact(int action) const {
+    void gact(int action, std::uint32_t index = 0) const {
         tc_gact p{};
         p.action = action;
+        p.index = index;
         mnl_attr_put(nlh, TCA_GACT_PARMS, sizeof p, &p);
     }
     void operator()(const tc::Goto& g) const { gact(static_cast<int>(TC_ACT_GOTO_CHAIN | g.chain)); }
     void operator()(const tc::Pass&) const { gact(TC_ACT_OK); }
-    void operator()(const tc::Drop&) const { gact(TC_ACT_SHOT); }
+    void operator()(const tc::Drop& d) const { gact(TC_ACT_SHOT, d.index); }
     void operator()(const tc::VlanPop&) const {
         tc_vlan p{};
         p.action = TC_ACT_PIPE;
@@ -429,7 +433,8 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         const auto* p = payload<tc_gact>(t[TCA_GACT_PARMS]);
         if (!p || t[TCA_GACT_PROB]) return std::nullopt;
         if (p->action == TC_ACT_OK) return tc::Pass{};
-        if (p->action == TC_ACT_SHOT) return tc::Drop{};
+        // Only a shared drop has an index we chose; others got one from the kernel.
+        if (p->action == TC_ACT_SHOT) return tc::Drop{p->index >= kSharedIndexFloor ? p->index : 0};
         if (TC_ACT_EXT_CMP(p->action, TC_ACT_GOTO_CHAIN))
             return tc::Goto{static_cast<std::uint32_t>(p->action) & TC_ACT_EXT_VAL_MASK};
         return std::nullopt;

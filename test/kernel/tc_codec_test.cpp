@@ -76,6 +76,8 @@ TEST_CASE("classification, goto, pass and TTL matches round-trip") {
     d.match.src_ip = *IpPrefix::parse("192.0.2.0/24");
     d.actions = {tc::Drop{}};
     CHECK(round_trip(d).rule == d);
+    d.actions = {tc::Drop{0xd9300002}};  // a shared drop keeps its index
+    CHECK(round_trip(d).rule == d);
 }
 
 TEST_CASE("a new rule is created exclusively, and its rewrite decodes to the same fields") {

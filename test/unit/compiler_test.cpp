@@ -331,12 +331,12 @@ TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct firs
     // At its limit: dropped. Without a chunk: to the daemon.
     CHECK(the_rule(p, adj, "src_ip 10.100.0.3/32") ==
           "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip src_ip 10.100.0.3/32 "
-          "ct_state +trk+new action gact drop");
+          "ct_state +trk+new action gact drop index 3643801603");  // shared: counts "chunk limit"
     CHECK(the_rule(p, adj, "prio 4 ") ==
           "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
           "action mirred egress redirect dev dpo-inject index 3642753024");
     CHECK(the_rule(p, adj, "ct_state +trk+inv") == "tc filter add dev p0 ingress chain 4096 prio 5 protocol 802.1Q "
-                                                    "flower vlan_ethtype ip ct_state +trk+inv action gact drop");
+                                                    "flower vlan_ethtype ip ct_state +trk+inv action gact drop index 3643801602");
     CHECK(the_rule(p, 4097, "prio 13 ").find("ct_state +trk+new action ct commit zone 7 pipe action pedit") !=
           std::string::npos);
 }
@@ -354,9 +354,9 @@ TEST_CASE("nat stage, outer ingress: translate back first, then route what is es
     CHECK(has_rule(p, kOuter, "dst_ip 10.200.0.1/32 action gact ok"));
     const std::uint32_t tracked = dpo::compile::kChainOuterTracked;
     CHECK(the_rule(p, tracked, "prio 7 ") == "tc filter add dev p0 ingress chain 513 prio 7 protocol 802.1Q flower "
-                                             "vlan_ethtype ip ct_state +trk+new action gact drop");
+                                             "vlan_ethtype ip ct_state +trk+new action gact drop index 3643801601");
     CHECK(the_rule(p, tracked, "prio 10 ") == "tc filter add dev p0 ingress chain 513 prio 10 protocol 802.1Q flower "
-                                              "vlan_ethtype ipv6 ct_state +trk+inv action gact drop");
+                                              "vlan_ethtype ipv6 ct_state +trk+inv action gact drop index 3643801602");
     // Replies routed to the subscriber after translation back.
     CHECK(has_rule(p, tracked, "dst_ip 10.100.0.2/32 action pedit ex munge eth dst set 02:00:00:00:01:02"));
     CHECK_FALSE(has_rule(p, kOuter, "dst_ip 10.100.0.2/32"));

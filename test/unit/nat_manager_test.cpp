@@ -100,3 +100,31 @@ TEST_CASE("idle chunks go back; a resync recounts from conntrack and adopts what
     r.tick(100000);
     CHECK(r.table().chunks_held() == 1);  // it has a live connection
 }
+
+TEST_CASE("a subscriber the pool cannot serve gets a drop rule, not a punt per packet, until a chunk frees") {
+    Nat n = small();
+    n.pool = {*IpPrefix::parse("198.51.100.7/32")};  // two chunks in all
+    n.max_chunks_per_subscriber = 1;
+    nat::NatManager m(n);
+    REQUIRE(m.first_packet(ip("10.0.0.1"), 0).ok());
+    REQUIRE(m.first_packet(ip("10.0.0.2"), 0).ok());
+    (void)m.take_changed();
+    auto r = m.first_packet(ip("10.0.0.3"), 0);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error() == nat::Refusal::PoolEmpty);
+    CHECK(m.take_changed());
+    auto s = m.state(1, "x");
+    const auto it = std::find_if(s.subscribers.begin(), s.subscribers.end(),
+                                 [&](const compile::NatSubscriber& x) { return x.address == ip("10.0.0.3"); });
+    REQUIRE(it != s.subscribers.end());
+    CHECK_FALSE(it->commit);
+    CHECK(it->refusal == nat::Refusal::PoolEmpty);
+    CHECK(m.counters().pool_empty == 1);
+    // The chunks go idle at 60 s, then rest 120 s: only then may the starved try again.
+    m.tick(60);
+    CHECK_FALSE(m.take_changed());
+    CHECK(m.state(1, "x").subscribers.size() == 1);  // still the drop rule of 10.0.0.3
+    m.tick(180);
+    CHECK(m.take_changed());
+    CHECK(m.state(1, "x").subscribers.empty());
+}

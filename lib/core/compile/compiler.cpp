@@ -297,10 +297,10 @@ void NatStage::outer_lookup(RoutingChain& chain) {
         r.actions = {tc::Ct{zone_, false, v4, false, std::nullopt}, tc::Goto{kChainOuterTracked}};
         out_.rules.push_back(std::move(r));
         r = tracked(kChainOuterTracked, v4 ? 7 : 8, f, tc::kCtNew, "nat: outer new: count, drop");
-        r.actions = {tc::Drop{}};
+        r.actions = {tc::Drop{kDropOuterNew}};
         out_.rules.push_back(std::move(r));
         r = tracked(kChainOuterTracked, v4 ? 9 : 10, f, tc::kCtInvalid, "nat: outer invalid: count, drop");
-        r.actions = {tc::Drop{}};
+        r.actions = {tc::Drop{kDropInvalid}};
         out_.rules.push_back(std::move(r));
     }
 }
@@ -347,7 +347,7 @@ void NatStage::finish(const RoutingChain& chain) {
         rel.actions = fwd;
         out_.rules.push_back(std::move(rel));
         auto inv = tracked(c, static_cast<std::uint16_t>(base + 4), a.family, tc::kCtInvalid, to + "invalid: drop");
-        inv.actions = {tc::Drop{}};
+        inv.actions = {tc::Drop{kDropInvalid}};
         out_.rules.push_back(std::move(inv));
         if (!v4) {
             // IPv6 is not translated; committing makes its replies "established".
@@ -368,7 +368,8 @@ void NatStage::finish(const RoutingChain& chain) {
                                         tc::SnatRange{s.commit->address, s.commit->address, s.commit->first,
                                                       s.commit->last}});
             } else {
-                n.actions = {tc::Drop{}};  // no ports left for this subscriber
+                // No ports left for this subscriber: drop, counted by reason.
+                n.actions = {tc::Drop{s.refusal == nat::Refusal::PoolEmpty ? kDropPoolEmpty : kDropChunkLimit}};
             }
             out_.rules.push_back(std::move(n));
         }
@@ -378,7 +379,7 @@ void NatStage::finish(const RoutingChain& chain) {
         if (state_.punt_ifindex)
             first.actions = {tc::Redirect{state_.punt_ifindex, state_.punt_dev, kPuntIndex}};
         else
-            first.actions = {tc::Drop{}};
+            first.actions = {tc::Drop{kDropNoPunt}};
         out_.rules.push_back(std::move(first));
     }
 }

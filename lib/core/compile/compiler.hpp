@@ -29,6 +29,8 @@ struct NatSubscriber {
     // The chunk new connections are translated into; nothing: the subscriber can
     // have no more ports (chunk limit, or its address is out of chunks): drop.
     std::optional<nat::ChunkPorts> commit;
+    // Without a chunk to commit into: why (chosen drop counter).
+    nat::Refusal refusal = nat::Refusal::ChunkLimit;
 };
 struct NatState {
     int punt_ifindex = 0;  // first packets of subscribers without a chunk; 0: none, drop

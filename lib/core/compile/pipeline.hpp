@@ -53,5 +53,11 @@ inline constexpr std::uint16_t kPrioRouteV6Base = 200;  // + (128 - prefix lengt
 inline constexpr std::uint32_t kEgressCounterVlanBase = 0xd9000000;
 // The mirred action that hands first packets to the daemon (shared: it counts them).
 inline constexpr std::uint32_t kPuntIndex = 0xd9200000;
+// Shared drop actions, one per reason: `tc -s actions show action gact` counts them.
+inline constexpr std::uint32_t kDropOuterNew = 0xd9300001;     // outer ingress, not a reply
+inline constexpr std::uint32_t kDropInvalid = 0xd9300002;      // conntrack says invalid
+inline constexpr std::uint32_t kDropChunkLimit = 0xd9300003;   // subscriber out of ports
+inline constexpr std::uint32_t kDropNoPunt = 0xd9300004;       // first packet, punt path down
+inline constexpr std::uint32_t kDropPoolEmpty = 0xd9300005;    // no chunk left in the pool for it
 
 }  // namespace dpo::compile

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "nat_manager.hpp"
 
+#include <algorithm>
+
 namespace dpo::nat {
 
 std::optional<IpAddress> ipv4_source(const std::vector<std::uint8_t>& frame) {
@@ -28,8 +30,16 @@ Result<ChunkId, Refusal> NatManager::first_packet(const IpAddress& subscriber, S
 Result<ChunkId, Refusal> NatManager::pull(const IpAddress& subscriber, Seconds now) {
     auto pulled = table_.pull(subscriber, now);
     if (!pulled) {
-        if (pulled.error() == Refusal::ChunkLimit) ++counters_.chunk_limit;
-        else ++counters_.pool_empty;
+        if (pulled.error() == Refusal::ChunkLimit) {
+            ++counters_.chunk_limit;
+        } else {
+            ++counters_.pool_empty;
+            if (table_.chunks_of(subscriber).empty() &&
+                std::find(starved_.begin(), starved_.end(), subscriber) == starved_.end()) {
+                starved_.push_back(subscriber);
+                changed_ = true;
+            }
+        }
     }
     return pulled;
 }
@@ -89,7 +99,16 @@ void NatManager::resync(const std::vector<Connection>& live, Seconds now) {
     }
 }
 
-void NatManager::tick(Seconds now) { (void)table_.release_idle(now); }
+void NatManager::tick(Seconds now) {
+    // release_idle's events stay queued for take_events(); a released chunk (now in
+    // quarantine) may let the starved try again once it is back.
+    const std::size_t free_before = table_.chunks_free();
+    (void)table_.release_idle(now);
+    if (!starved_.empty() && table_.chunks_free() > free_before) {
+        starved_.clear();
+        changed_ = true;
+    }
+}
 
 compile::NatState NatManager::state(int punt_ifindex, const std::string& punt_dev) const {
     compile::NatState s;
@@ -105,6 +124,7 @@ compile::NatState NatManager::state(int punt_ifindex, const std::string& punt_de
         if (!full) n.commit = table_.ports(newest);
         s.subscribers.push_back(n);
     });
+    for (const IpAddress& sub : starved_) s.subscribers.push_back({sub, std::nullopt, Refusal::PoolEmpty});
     return s;
 }
 

@@ -69,6 +69,9 @@ private:
     ChunkTable table_;
     Counters counters_;
     bool changed_ = false;
+    // Subscribers refused for want of a chunk: their new connections are dropped by a
+    // rule instead of being punted one by one, until a chunk goes back to the pool.
+    std::vector<IpAddress> starved_;
 };
 
 }  // namespace dpo::nat

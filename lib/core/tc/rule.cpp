@@ -53,7 +53,9 @@ std::string match_text(const FlowerMatch& m) {
 struct ActionText {
     std::string operator()(const Goto& g) const { return "gact goto chain " + std::to_string(g.chain); }
     std::string operator()(const Pass&) const { return "gact ok"; }
-    std::string operator()(const Drop&) const { return "gact drop"; }
+    std::string operator()(const Drop& d) const {
+        return d.index ? "gact drop index " + std::to_string(d.index) : "gact drop";
+    }
     std::string operator()(const VlanPop&) const { return "vlan pop pipe"; }
     std::string operator()(const VlanPush& p) const { return "vlan push id " + std::to_string(p.vid) + " pipe"; }
     std::string operator()(const Rewrite& r) const {

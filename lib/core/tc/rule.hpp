@@ -79,7 +79,10 @@ struct Goto {       // gact goto chain N
 struct Pass {       // gact ok: stop here, hand the packet to the kernel as it is now
     bool operator==(const Pass&) const = default;
 };
+// gact drop. A non-zero `index` shares the action between rules, so its
+// statistics count every drop of one reason.
 struct Drop {
+    std::uint32_t index = 0;
     bool operator==(const Drop&) const = default;
 };
 struct VlanPop {
