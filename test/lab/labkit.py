@@ -16,6 +16,9 @@ frame's Dot1Q layer and VLAN id are what was on the wire.
 """
 
 import contextlib
+import tempfile
+import signal
+import re
 import ctypes
 import json
 import os
@@ -383,3 +386,93 @@ class Lab:
         for n in sorted(names):
             self.sh(["ip", "netns", "del", n], check=False)
         self.namespaces = []
+
+
+# ---------------------------------------------------------------- the daemon
+
+def parse_log_line(line):
+    """`<6>reconciled rules=38 kept=36 ...` -> ("reconciled", {"rules": "38", ...})."""
+    m = re.match(r"<\d>(\S+)\s*(.*)$", line.strip())
+    if not m:
+        return None, {}
+    fields = {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(2))}
+    return m.group(1), fields
+
+
+class DaemonProcess:
+    """dpoffloadd --config FILE in a netns, stderr to a file polled line by line."""
+
+    def __init__(self, lab, ns, config, tag):
+        self.lab, self.ns, self.tag = lab, ns, tag
+        fd, self.log_path = tempfile.mkstemp(prefix=f"dpoffloadd-{tag}-", suffix=".log")
+        self.log = os.fdopen(fd, "w")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.t_start = time.monotonic()
+        self.read_upto = 0   # lines consumed by next_event
+
+    def lines(self):
+        """The complete lines logged so far (a line still being written is left out)."""
+        with open(self.log_path) as f:
+            text = f.read()
+        return text[:text.rfind("\n") + 1].splitlines()
+
+    def next_event(self, name, timeout, pred=lambda f: True):
+        """The next not yet consumed log line `name` (for which pred(fields)) as (fields, line),
+        or (None, why). Lines before it are consumed too."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            while self.read_upto < len(lines):
+                line = lines[self.read_upto]
+                self.read_upto += 1
+                ev, fields = parse_log_line(line)
+                if ev == name and pred(fields):
+                    return fields, line
+            if self.proc.poll() is not None:
+                return None, f"daemon exited {self.proc.returncode}; log: {self.tail()}"
+            if time.monotonic() >= deadline:
+                return None, f"no '{name}' line within {timeout:.0f} s; log: {self.tail()}"
+            time.sleep(0.02)
+
+    def wait_event(self, name, pred, timeout, since=0):
+        """The first line `name` at or after line `since` with pred(fields): (fields, line, index)
+        or (None, why, None). Does not consume."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            for i in range(since, len(lines)):
+                ev, fields = parse_log_line(lines[i])
+                if ev == name and pred(fields):
+                    return fields, lines[i], i
+            if self.proc.poll() is not None:
+                return None, f"daemon exited {self.proc.returncode}; log: {self.tail()}", None
+            if time.monotonic() >= deadline:
+                return None, f"no matching '{name}' line within {timeout:.0f} s; log: {self.tail()}", None
+            time.sleep(0.02)
+
+    def skip_to_now(self):
+        self.read_upto = len(self.lines())
+
+    def events(self, name, since=0):
+        """The fields of every line `name` logged at or after line `since`."""
+        return [f for e, f in (parse_log_line(l) for l in self.lines()[since:]) if e == name]
+
+    def tail(self, n=6):
+        return " | ".join(self.lines()[-n:]) or "(empty)"
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; its exit status, or None if it did not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.log.closed:
+            self.log.close()

@@ -20,7 +20,6 @@ turned on only for the TTL 1 check, where the kernel must answer.
 import os
 import re
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -32,7 +31,7 @@ from scapy.layers.inet6 import ICMPv6TimeExceeded, IPv6, IPerror6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import describe, ipv4_checksum_ok, payload_is, vlans
+from labkit import DaemonProcess as Daemon, describe, ipv4_checksum_ok, parse_log_line, payload_is, vlans
 
 SCENARIO_MACS = {  # netdev -> its own MAC
     "p0.100": "02:dd:00:00:64:01",
@@ -55,7 +54,6 @@ MAPPING = """{
 """
 
 START_TIMEOUT = 20.0    # daemon start to its first `reconciled` line (TCG is slow)
-STOP_TIMEOUT = 10.0     # SIGTERM to exit
 CHANGE_LIMIT = 1.0      # a kernel change must be in the fast path within this
 PROBE_INTERVAL = 0.02   # a fresh probe this often while waiting for a change
 NOTHING_WINDOW = 1.0    # "nothing arrives" window
@@ -63,76 +61,6 @@ RULE_CHAIN_INNER = 256  # lib/core/compile/pipeline.hpp kChainInner
 
 
 # ---------------------------------------------------------------- the daemon
-
-def parse_log_line(line):
-    """`<6>reconciled rules=38 kept=36 ...` -> ("reconciled", {"rules": "38", ...})."""
-    m = re.match(r"<\d>(\S+)\s*(.*)$", line.strip())
-    if not m:
-        return None, {}
-    fields = {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(2))}
-    return m.group(1), fields
-
-
-class Daemon:
-    """dpoffloadd --config FILE in a netns, stderr to a file polled line by line."""
-
-    def __init__(self, lab, ns, config, tag):
-        self.lab, self.ns = lab, ns
-        fd, self.log_path = tempfile.mkstemp(prefix=f"dpoffloadd-{tag}-", suffix=".log")
-        self.log = os.fdopen(fd, "w")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        self.t_start = time.monotonic()
-        self.read_upto = 0   # lines consumed by next_event
-
-    def lines(self):
-        """The complete lines logged so far (a line still being written is left out)."""
-        with open(self.log_path) as f:
-            text = f.read()
-        return text[:text.rfind("\n") + 1].splitlines()
-
-    def next_event(self, name, timeout):
-        """The next not yet consumed log line `name` as (fields, line), or (None, why)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.lines()
-            while self.read_upto < len(lines):
-                line = lines[self.read_upto]
-                self.read_upto += 1
-                ev, fields = parse_log_line(line)
-                if ev == name:
-                    return fields, line
-            if self.proc.poll() is not None:
-                return None, f"daemon exited {self.proc.returncode}; log: {self.tail()}"
-            if time.monotonic() >= deadline:
-                return None, f"no '{name}' line within {timeout:.0f} s; log: {self.tail()}"
-            time.sleep(0.02)
-
-    def skip_to_now(self):
-        """Forget the lines logged so far: next_event waits for a new one."""
-        self.read_upto = len(self.lines())
-
-    def events(self, name):
-        return [parse_log_line(line)[1] for line in self.lines() if parse_log_line(line)[0] == name]
-
-    def tail(self, n=6):
-        return " | ".join(self.lines()[-n:]) or "(empty)"
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM; its exit status, or None if it did not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
 
 # ---------------------------------------------------------------- tc
 

@@ -26,10 +26,8 @@ daemon counts), 512 per chunk.
 import calendar
 import os
 import re
-import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 
@@ -38,7 +36,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import describe, ipv4_checksum_ok, vlans
+from labkit import DaemonProcess as Daemon, describe, ipv4_checksum_ok, parse_log_line, vlans
 
 SCENARIO_MACS = {  # netdev -> its own MAC
     "p0.100": "02:dd:00:00:64:01",
@@ -78,7 +76,6 @@ MAPPING = """{
 """
 
 START_TIMEOUT = 20.0    # daemon start to its first `reconciled` line (TCG is slow)
-STOP_TIMEOUT = 10.0     # SIGTERM to exit
 FIRST_TIMEOUT = 5.0     # a first packet (punted, chunk pulled, rule installed, put back) on the wire
 ARRIVE_TIMEOUT = 5.0    # any other frame that must arrive
 NOTHING_WINDOW = 1.0    # "nothing arrives"
@@ -92,93 +89,6 @@ PUNT_INDEX = 0xd9200000
 
 
 # ---------------------------------------------------------------- the daemon
-
-def parse_log_line(line):
-    """`<6>reconciled rules=38 kept=36 ...` -> ("reconciled", {"rules": "38", ...})."""
-    m = re.match(r"<\d>(\S+)\s*(.*)$", line.strip())
-    if not m:
-        return None, {}
-    fields = {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(2))}
-    return m.group(1), fields
-
-
-class Daemon:
-    """dpoffloadd --config FILE in a netns, stderr to a file polled line by line."""
-
-    def __init__(self, lab, ns, config, tag):
-        self.lab, self.ns, self.tag = lab, ns, tag
-        fd, self.log_path = tempfile.mkstemp(prefix=f"dpoffloadd-{tag}-", suffix=".log")
-        self.log = os.fdopen(fd, "w")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        self.t_start = time.monotonic()
-        self.read_upto = 0   # lines consumed by next_event
-
-    def lines(self):
-        """The complete lines logged so far (a line still being written is left out)."""
-        with open(self.log_path) as f:
-            text = f.read()
-        return text[:text.rfind("\n") + 1].splitlines()
-
-    def next_event(self, name, timeout, pred=lambda f: True):
-        """The next not yet consumed log line `name` (for which pred(fields)) as (fields, line),
-        or (None, why). Lines before it are consumed too."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.lines()
-            while self.read_upto < len(lines):
-                line = lines[self.read_upto]
-                self.read_upto += 1
-                ev, fields = parse_log_line(line)
-                if ev == name and pred(fields):
-                    return fields, line
-            if self.proc.poll() is not None:
-                return None, f"daemon exited {self.proc.returncode}; log: {self.tail()}"
-            if time.monotonic() >= deadline:
-                return None, f"no '{name}' line within {timeout:.0f} s; log: {self.tail()}"
-            time.sleep(0.02)
-
-    def wait_event(self, name, pred, timeout, since=0):
-        """The first line `name` at or after line `since` with pred(fields): (fields, line, index)
-        or (None, why, None). Does not consume."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.lines()
-            for i in range(since, len(lines)):
-                ev, fields = parse_log_line(lines[i])
-                if ev == name and pred(fields):
-                    return fields, lines[i], i
-            if self.proc.poll() is not None:
-                return None, f"daemon exited {self.proc.returncode}; log: {self.tail()}", None
-            if time.monotonic() >= deadline:
-                return None, f"no matching '{name}' line within {timeout:.0f} s; log: {self.tail()}", None
-            time.sleep(0.02)
-
-    def skip_to_now(self):
-        self.read_upto = len(self.lines())
-
-    def events(self, name, since=0):
-        return [f for f in (parse_log_line(l) for l in self.lines()[since:]) if f[0] == name]
-
-    def tail(self, n=6):
-        return " | ".join(self.lines()[-n:]) or "(empty)"
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM; its exit status, or None if it did not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.log.closed:
-            self.log.close()
-
 
 def chunk(fields):
     """A chunk line's fields -> (subscriber, public, lo, hi)."""
@@ -539,10 +449,10 @@ def check_start(run, rec):
     lab.check(f"daemon started in hv with the nat mapping and installed its rules in {rec['_s']} s "
               f"(rules={rec.get('rules')} added={rec.get('added')} refused={rec.get('refused')})",
               rec.get("refused") == "0" and not refused and int(rec.get("rules", 0)) > 0,
-              f"{rec['_line']}; refused: {[f for _e, f in refused[:2]]}")
+              f"{rec['_line']}; refused: {[f for f in refused[:2]]}")
     lab.note(f"first pass: {rec['_line']}")
     for ev in ("nat-running", "nat-not-running", "nat-resynced", "conntrack-events"):
-        for _e, f in d.events(ev):
+        for f in d.events(ev):
             lab.note(f"daemon: {ev} {' '.join(f'{k}={v}' for k, v in f.items())}")
     links = lab.sh(["ip", "-br", "link", "show"], ns="hv").stdout
     lab.check("daemon made its punt pair dpo-inject / dpo-punt in hv",
@@ -657,7 +567,7 @@ def check_first_and_later(run):
               f"public address and ports of its chunk ({', '.join(results)})", not bad and results, "; ".join(bad))
     lab.check(f"no second chunk pulled for {SUB_A} by those connections",
               len(run.daemon.events("chunk-allocated")) == (1 if c else 0)
-              and all(f.get("subscriber") == SUB_A for _e, f in run.daemon.events("chunk-allocated")),
+              and all(f.get("subscriber") == SUB_A for f in run.daemon.events("chunk-allocated")),
               f"chunk lines: {[l for *_x, l in chunk_lines([run.daemon])]}")
 
 
@@ -865,7 +775,7 @@ def check_restart(run):
     rc = run.daemon.stop()
     stopping = run.daemon.events("stopping")
     lab.check("SIGTERM: daemon exits 0 and logs stopping rules=\"left in place\"",
-              rc == 0 and stopping and stopping[-1][1].get("rules") == "left in place",
+              rc == 0 and stopping and stopping[-1].get("rules") == "left in place",
               f"exit {rc}; log: {run.daemon.tail()}")
     run.daemon.kill()
     payload = b"dpo-nat daemon down"
@@ -879,12 +789,12 @@ def check_restart(run):
     if rec is None:
         return
     lab.note(f"restart: {rec['_line']} ({rec['_s']} s)")
-    for _e, f in run.daemon.events("nat-resynced"):
+    for f in run.daemon.events("nat-resynced"):
         lab.note(f"restart: nat-resynced {' '.join(f'{k}={v}' for k, v in f.items())}")
     after = tc_text(lab)
     allocated = run.daemon.events("chunk-allocated")
     lab.check("restart: chunks adopted from conntrack, none allocated anew (no chunk-allocated line)",
-              not allocated, f"allocated: {[f for _e, f in allocated]}")
+              not allocated, f"allocated: {allocated}")
     lab.check(f"restart: first reconcile sends zero filter changes (messages={rec.get('messages')} "
               f"added={rec.get('added')} replaced={rec.get('replaced')} deleted={rec.get('deleted')})",
               rec.get("messages") == "0",
@@ -904,7 +814,7 @@ def check_restart(run):
     lab.check(f"after the restart a new connection of {SUB_B} still uses its adopted chunk", not bad,
               f"{bad} in {describe(got)} sport {l4(got).sport}" if got is not None else bad)
     if not allocated and run.daemon.events("chunk-allocated"):
-        lab.note(f"after the restart: {[f for _e, f in run.daemon.events('chunk-allocated')]}")
+        lab.note(f"after the restart: {run.daemon.events('chunk-allocated')}")
     if rec.get("messages") != "0":
         lab.note(f"conntrack -L -w {ZONE} before the restart: {ct_before.count(chr(10))} lines")
 
@@ -953,7 +863,7 @@ def check_limit(run):
     if d.events("chunk-allocated", since):
         run.learn_chunk(SUB_A, 0.5, since)
         lab.note(f"limit: {SUB_A} had lost its chunk (idle) and pulled a new one: "
-                 f"{[f for _e, f in d.events('chunk-allocated', since)]}")
+                 f"{d.events('chunk-allocated', since)}")
     c1 = current_chunk(run, SUB_A, got[IP].src, l4(got).sport)
     if not lab.check(f"limit: {SUB_A}'s current chunk known ({got[IP].src}:{l4(got).sport} in a logged chunk: {c1})",
                      c1 is not None, f"{got[IP].src}:{l4(got).sport} is in no chunk-allocated line of {SUB_A}"):
@@ -1021,7 +931,7 @@ def check_limit(run):
               else f"drop rule counter {p0} -> {p1} ({len(drop_rules)} rule(s))")
     refused = d.events("nat-refused", since)
     if refused:
-        lab.note(f"limit: daemon logged {[f for _e, f in refused]}")
+        lab.note(f"limit: daemon logged {refused}")
     if poke:
         poke_reconcile(run)
     check_limit_lifted(run, c2)
