@@ -226,8 +226,17 @@ int flush(const std::string& file) {
         log::error("flush-failed", {{"reason", out.error()}});
         return kExitFailure;
     }
-    log::notice("flushed", {{"deleted", std::to_string(out->deleted)}, {"refused", std::to_string(out->refused.size())}});
-    return out->refused.empty() ? kExitOk : kExitFailure;
+    bool ok = out->refused.empty();
+    std::string punt_pair = "none";
+    if (auto removed = kernel::PuntPort::remove(); !removed) {
+        log::error("flush-failed", {{"reason", removed.error()}});
+        ok = false;
+    } else if (*removed) {
+        punt_pair = "deleted";
+    }
+    log::notice("flushed", {{"deleted", std::to_string(out->deleted)}, {"refused", std::to_string(out->refused.size())},
+                            {"nat_punt_pair", punt_pair}});
+    return ok ? kExitOk : kExitFailure;
 }
 
 }  // namespace dpo::agent

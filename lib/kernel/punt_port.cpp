@@ -178,6 +178,22 @@ tc::Rule catch_all(const char* dev, tc::Action action, const char* why) {
 
 }  // namespace
 
+Result<bool> PuntPort::remove() {
+    NlSock sk(nl_socket_alloc(), &nl_socket_free);
+    if (!sk) return fail(std::string("rtnetlink: out of memory"));
+    if (int err = nl_connect(sk.get(), NETLINK_ROUTE); err < 0)
+        return fail(std::string("rtnetlink: ") + nl_geterror(err));
+    auto punt = get_link(sk.get(), kPuntDev);
+    if (!punt) return fail(punt.error());
+    if (!*punt) return false;
+    if (const char* type = rtnl_link_get_type(punt->get()); !type || std::strcmp(type, "veth") != 0)
+        return fail(std::string(kPuntDev) + " is not a veth device: not ours, left alone");
+    // Deleting one end of a veth pair deletes its peer; the qdiscs and rules go with them.
+    if (int err = rtnl_link_delete(sk.get(), punt->get()); err < 0)
+        return fail(std::string("delete ") + kPuntDev + ": " + nl_geterror(err));
+    return true;
+}
+
 Result<std::unique_ptr<PuntPort>> PuntPort::open(const std::string& uplink) {
     NlSock sk(nl_socket_alloc(), &nl_socket_free);
     if (!sk) return fail(std::string("rtnetlink: out of memory"));

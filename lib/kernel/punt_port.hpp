@@ -57,6 +57,9 @@ public:
     // and the stack of dpo-punt has no business with somebody else's frames).
     // Idempotent: rules already right are kept, so a restart sends no tc change.
     static Result<std::unique_ptr<PuntPort>> open(const std::string& uplink);
+    // Deletes the pair (both ends, with their rules): what `--flush` does for NAT.
+    // Returns whether there was a pair to delete.
+    static Result<bool> remove();
     ~PuntPort();  // closes the socket; leaves the devices and rules (a restart adopts them)
     PuntPort(const PuntPort&) = delete;
     PuntPort& operator=(const PuntPort&) = delete;
