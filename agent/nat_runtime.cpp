@@ -111,7 +111,10 @@ bool NatRuntime::on_punt() {
     }
     if (auto lost = punt_->take_lost(); lost && *lost)
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
-    return log_chunk_events() || manager_.take_changed() || !waiting_.empty();
+    // Both are read every time: each clears what it reports.
+    const bool logged = log_chunk_events();
+    const bool changed = manager_.take_changed();
+    return logged || changed || !waiting_.empty();
 }
 
 void NatRuntime::reinject_waiting() {
@@ -140,14 +143,17 @@ bool NatRuntime::on_conntrack() {
         changed = true;  // counts were rebuilt: a subscriber's limit may have moved
     }
     changed = manager_.take_changed() || changed;
-    return log_chunk_events() || changed;
+    const bool logged = log_chunk_events();
+    return logged || changed;
 }
 
 bool NatRuntime::on_timer() {
     std::uint64_t ticks = 0;
     (void)!::read(timer_, &ticks, sizeof ticks);
     manager_.tick(monotonic_now());
-    return log_chunk_events() || manager_.take_changed();
+    const bool logged = log_chunk_events();
+    const bool changed = manager_.take_changed();
+    return logged || changed;
 }
 
 }  // namespace dpo::agent
