@@ -127,7 +127,7 @@ private:
 
 }  // namespace
 
-int run(const std::string& file) {
+int run(const std::string& file, const Options& options) {
     auto loaded = load_mapping(file);
     if (!loaded) {
         log_problems(loaded.error());
@@ -150,7 +150,7 @@ int run(const std::string& file) {
         log::error("startup-failed", {{"reason", std::string("signalfd: ") + std::strerror(errno)}});
         return kExitFailure;
     }
-    auto watcher = kernel::RtnlWatcher::open();
+    auto watcher = kernel::RtnlWatcher::open(options.netlink_rcvbuf);
     if (!watcher) {
         log::error("startup-failed", {{"reason", watcher.error()}});
         return kExitFailure;

@@ -5,6 +5,7 @@
 #include <getopt.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -26,13 +27,15 @@ const char* const kDefaultConfig = "/etc/dpoffload/mapping.json";
 
 void usage(FILE* to) {
     std::fprintf(to,
-                 "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush]\n"
+                 "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush] [--netlink-rcvbuf BYTES]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
                  "      --show         print the mapping and the kernel state it sees, and exit\n"
                  "      --dry-run      print the tc rules it would install, as tc commands, and exit\n"
                  "      --flush        remove every tc rule it owns, and exit\n"
+                 "      --netlink-rcvbuf BYTES  rtnetlink receive buffer (default 32 MiB): a bigger\n"
+                 "                     burst of route changes overruns it and forces a full resync\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -126,15 +129,17 @@ int dry_run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion };
+    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
         {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
         {"flush", no_argument, nullptr, kFlush},
+        {"netlink-rcvbuf", required_argument, nullptr, kRcvbuf},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
     std::string config = kDefaultConfig;
+    dpo::agent::Options daemon_options;
     int mode = 0;
     for (int c; (c = getopt_long(argc, argv, "c:h", options, nullptr)) != -1;) {
         switch (c) {
@@ -149,6 +154,16 @@ int main(int argc, char** argv) {
                 }
                 mode = c;
                 break;
+            case kRcvbuf: {
+                char* end = nullptr;
+                const long v = std::strtol(optarg, &end, 10);
+                if (!end || *end || v < 4096 || v > (1L << 30)) {
+                    std::fprintf(stderr, "dpoffloadd: --netlink-rcvbuf takes a byte count from 4096 to 1 GiB\n");
+                    return kExitUsage;
+                }
+                daemon_options.netlink_rcvbuf = static_cast<int>(v);
+                break;
+            }
             case 'h': usage(stdout); return kExitOk;
             case kVersion: std::printf("dpoffloadd %s\n", DPO_VERSION); return kExitOk;
             default: usage(stderr); return kExitUsage;
@@ -164,7 +179,7 @@ int main(int argc, char** argv) {
         if (mode == kShow) return show(config);
         if (mode == kDryRun) return dry_run(config);
         if (mode == kFlush) return dpo::agent::flush(config);
-        return dpo::agent::run(config);
+        return dpo::agent::run(config, daemon_options);
     } catch (const std::exception& e) {
         // Only broken invariants get here; say so rather than abort silently.
         std::fprintf(stderr, "dpoffloadd: internal error: %s\n", e.what());

@@ -13,14 +13,11 @@
 namespace dpo::kernel {
 
 namespace {
-// Large enough for a burst of route updates from a routing daemon's full table.
-constexpr int kReceiveBuffer = 32 * 1024 * 1024;
-
 void on_change(nl_cache*, nl_object*, int, void* self) { *static_cast<bool*>(self) = true; }
 }  // namespace
 
-Result<std::unique_ptr<RtnlWatcher>> RtnlWatcher::open() {
-    std::unique_ptr<RtnlWatcher> w(new RtnlWatcher());
+Result<std::unique_ptr<RtnlWatcher>> RtnlWatcher::open(int receive_buffer) {
+    std::unique_ptr<RtnlWatcher> w(new RtnlWatcher(receive_buffer));
     if (auto s = w->start(); !s) return fail(s.error());
     return w;
 }
@@ -32,8 +29,8 @@ Result<Done> RtnlWatcher::start() {
         return fail(std::string("rtnetlink cache manager: ") + nl_geterror(err));
     const int fd = nl_cache_mngr_get_fd(mngr_);
     // SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; SO_RCVBUF is the fallback.
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &kReceiveBuffer, sizeof kReceiveBuffer) != 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kReceiveBuffer, sizeof kReceiveBuffer);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer_, sizeof receive_buffer_) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_, sizeof receive_buffer_);
     struct Want {
         const char* name;
         nl_cache** cache;

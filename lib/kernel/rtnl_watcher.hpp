@@ -17,7 +17,9 @@ namespace dpo::kernel {
 
 class RtnlWatcher {
 public:
-    static Result<std::unique_ptr<RtnlWatcher>> open();
+    // Large enough for a burst of route updates from a routing daemon's full table.
+    static constexpr int kDefaultReceiveBuffer = 32 * 1024 * 1024;
+    static Result<std::unique_ptr<RtnlWatcher>> open(int receive_buffer = kDefaultReceiveBuffer);
     ~RtnlWatcher();
 
     int fd() const;
@@ -32,7 +34,7 @@ public:
     KernelState state() const;
 
 private:
-    RtnlWatcher() = default;
+    explicit RtnlWatcher(int receive_buffer) : receive_buffer_(receive_buffer) {}
     Result<Done> start();
     void stop();
 
@@ -42,6 +44,7 @@ private:
     nl_cache* routes_ = nullptr;
     nl_cache* neigh_ = nullptr;
     bool changed_ = false;
+    int receive_buffer_;
 };
 
 }  // namespace dpo::kernel

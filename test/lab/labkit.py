@@ -402,11 +402,11 @@ def parse_log_line(line):
 class DaemonProcess:
     """dpoffloadd --config FILE in a netns, stderr to a file polled line by line."""
 
-    def __init__(self, lab, ns, config, tag):
+    def __init__(self, lab, ns, config, tag, args=()):
         self.lab, self.ns, self.tag = lab, ns, tag
         fd, self.log_path = tempfile.mkstemp(prefix=f"dpoffloadd-{tag}-", suffix=".log")
         self.log = os.fdopen(fd, "w")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config, *args],
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         self.t_start = time.monotonic()
         self.read_upto = 0   # lines consumed by next_event
