@@ -137,17 +137,15 @@ struct ActionEncoder {
     void operator()(const tc::Goto& g) const { gact(static_cast<int>(TC_ACT_GOTO_CHAIN | g.chain)); }
     void operator()(const tc::Pass&) const { gact(TC_ACT_OK); }
     void operator()(const tc::Drop& d) const { gact(TC_ACT_SHOT, d.index); }
-    void operator()(const tc::VlanPop&) const {
+    void vlan(int v_action) const {
         tc_vlan p{};
         p.action = TC_ACT_PIPE;
-        p.v_action = TCA_VLAN_ACT_POP;
+        p.v_action = v_action;
         mnl_attr_put(nlh, TCA_VLAN_PARMS, sizeof p, &p);
     }
+    void operator()(const tc::VlanPop&) const { vlan(TCA_VLAN_ACT_POP); }
     void operator()(const tc::VlanPush& v) const {
-        tc_vlan p{};
-        p.action = TC_ACT_PIPE;
-        p.v_action = TCA_VLAN_ACT_PUSH;
-        mnl_attr_put(nlh, TCA_VLAN_PARMS, sizeof p, &p);
+        vlan(TCA_VLAN_ACT_PUSH);
         mnl_attr_put_u16(nlh, TCA_VLAN_PUSH_VLAN_ID, v.vid);
         mnl_attr_put_u16(nlh, TCA_VLAN_PUSH_VLAN_PROTOCOL, htons(ETH_P_8021Q));
     }

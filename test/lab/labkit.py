@@ -476,3 +476,16 @@ class DaemonProcess:
             self.proc.wait()
         if not self.log.closed:
             self.log.close()
+
+
+def start_daemon(lab, config, tag, ns="hv", timeout=20.0, args=()):
+    """Start dpoffloadd in `ns`; (daemon, fields of its first `reconciled` line, with
+    `_line` and `_s` (seconds to it) added) or (daemon, None) after a failed check."""
+    d = DaemonProcess(lab, ns, config, tag, args)
+    fields, line = d.next_event("reconciled", timeout)
+    if fields is None:
+        lab.check(f"daemon ({tag}) started and reconciled", False, line)
+        return d, None
+    fields["_line"] = line.strip()
+    fields["_s"] = f"{time.monotonic() - d.t_start:.1f}"
+    return d, fields

@@ -36,7 +36,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import DaemonProcess as Daemon, describe, ipv4_checksum_ok, parse_log_line, vlans
+from labkit import describe, ipv4_checksum_ok, parse_log_line, start_daemon, vlans
 
 SCENARIO_MACS = {  # netdev -> its own MAC
     "p0.100": "02:dd:00:00:64:01",
@@ -402,15 +402,7 @@ def read_sysctl(lab, ns, key):
 
 
 def start(lab, config, tag):
-    """Start the daemon; (daemon, fields of its first `reconciled` line or None)."""
-    d = Daemon(lab, "hv", config, tag)
-    fields, line = d.next_event("reconciled", START_TIMEOUT)
-    if fields is None:
-        lab.check(f"daemon ({tag}) started and reconciled", False, line)
-        return d, None
-    fields["_line"] = line.strip()
-    fields["_s"] = f"{time.monotonic() - d.t_start:.1f}"
-    return d, fields
+    return start_daemon(lab, config, tag, timeout=START_TIMEOUT)
 
 
 # ---------------------------------------------------------------- checks
