@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "daemon.hpp"
 
+#include <net/if.h>
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -30,8 +32,7 @@ void log_problems(const Problems& problems) {
         log::error("config-problem", {{"file", p.file}, {"path", p.path}, {"reason", p.reason}});
 }
 
-// Devices that hold our rules: the uplink (later also the VXLAN device).
-std::vector<std::string> rule_devices(const Mapping& m) { return {m.uplink}; }
+using compile::rule_devices;
 
 class Daemon {
 public:
@@ -71,6 +72,8 @@ public:
         std::set<std::string> devs;
         for (const auto& d : rule_devices(mapping_)) devs.insert(d);
         for (const auto& d : extra_devs) devs.insert(d);
+        // The punt pair's inject end: its way back into the VXLAN device is ours.
+        if (nat_state) devs.insert(nat_state->punt_dev);
         std::vector<std::string> present;
         for (const auto& d : devs) {
             if (state.link_by_name(d)) present.push_back(d);
@@ -221,7 +224,11 @@ int flush(const std::string& file) {
         return kExitFailure;
     }
     reconcile::Reconciler reconciler(**tc);
-    auto out = reconciler.flush(rule_devices(*m));
+    // A device that does not exist holds no rules.
+    std::vector<std::string> devs;
+    for (const auto& d : rule_devices(*m))
+        if (if_nametoindex(d.c_str()) != 0) devs.push_back(d);
+    auto out = reconciler.flush(devs);
     if (!out) {
         log::error("flush-failed", {{"reason", out.error()}});
         return kExitFailure;

@@ -65,27 +65,37 @@ int check(const std::string& file) {
 
 // Our installed rules, each with its offload state, against what we would install now.
 void show_rules(const dpo::Mapping& m, const dpo::KernelState& k) {
-    if (!k.link_by_name(m.uplink)) return;
     auto tc = dpo::kernel::TcNetlink::open();
-    auto installed = tc ? (*tc)->dump(m.uplink) : dpo::Result<std::vector<dpo::tc::Installed>>(dpo::fail(tc.error()));
-    if (!installed) {
-        std::printf("Rules on %s: cannot read them: %s\n", m.uplink.c_str(), installed.error().c_str());
+    if (!tc) {
+        std::printf("Rules: cannot read them: %s\n", tc.error().c_str());
         return;
     }
-    const auto plan = dpo::reconcile::plan(dpo::compile::compile(m, k).rules, *installed);
-    std::size_t ours = 0, in_hw = 0;
-    for (const auto& i : *installed) {
-        ours += i.owned;
-        in_hw += i.owned && i.in_hw;
+    const auto desired = dpo::compile::compile(m, k).rules;
+    for (const auto& dev : dpo::compile::rule_devices(m)) {
+        if (!k.link_by_name(dev)) continue;
+        auto installed = (*tc)->dump(dev);
+        if (!installed) {
+            std::printf("Rules on %s: cannot read them: %s\n", dev.c_str(), installed.error().c_str());
+            continue;
+        }
+        std::vector<dpo::tc::Rule> here;
+        for (const auto& r : desired)
+            if (r.dev == dev) here.push_back(r);
+        const auto plan = dpo::reconcile::plan(here, *installed);
+        std::size_t ours = 0, in_hw = 0;
+        for (const auto& i : *installed) {
+            ours += i.owned;
+            in_hw += i.owned && i.in_hw;
+        }
+        std::printf("Rules on %s: %zu ours (%zu in_hw, %zu not_in_hw), %zu not ours; %s\n", dev.c_str(), ours, in_hw,
+                    ours - in_hw, installed->size() - ours,
+                    plan.empty() ? "in step with the kernel state"
+                                 : ("out of step: " + std::to_string(plan.changes()) + " changes pending").c_str());
+        for (const auto& i : *installed)
+            if (i.owned)
+                std::printf("  %-10s %s\n", i.in_hw ? "in_hw" : (i.not_in_hw ? "not_in_hw" : "?"),
+                            i.decoded ? i.rule.key().c_str() : "(not understood: will be replaced)");
     }
-    std::printf("Rules on %s: %zu ours (%zu in_hw, %zu not_in_hw), %zu not ours; %s\n", m.uplink.c_str(), ours, in_hw,
-                ours - in_hw, installed->size() - ours,
-                plan.empty() ? "in step with the kernel state"
-                             : ("out of step: " + std::to_string(plan.changes()) + " changes pending").c_str());
-    for (const auto& i : *installed)
-        if (i.owned)
-            std::printf("  %-10s %s\n", i.in_hw ? "in_hw" : (i.not_in_hw ? "not_in_hw" : "?"),
-                        i.decoded ? i.rule.key().c_str() : "(not understood: will be replaced)");
 }
 
 int show(const std::string& file) {

@@ -13,9 +13,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "core/compile/compiler.hpp"
 #include "core/reconcile/plan.hpp"
 #include "tc_netlink.hpp"
 
@@ -148,12 +150,22 @@ Result<int> open_socket(int ifindex) {
     return fd;
 }
 
-// Brings the owned rules of `dev` to exactly `desired`: rules already right are
-// kept, others' rules are left alone.
-Result<Done> reconcile_dev(TcNetlink& tc, const std::string& dev, const std::vector<tc::Rule>& desired) {
+// Brings the owned rules of `dev` to `desired`: rules already right are kept,
+// others' rules are left alone. With `keep_owned`, our rules elsewhere on the device
+// stay too: on dpo-inject the daemon's program adds the way back into the VXLAN
+// device, and opening the port must not take it away.
+Result<Done> reconcile_dev(TcNetlink& tc, const std::string& dev, std::vector<tc::Rule> desired,
+                           bool keep_owned = false) {
     if (auto q = tc.ensure_clsact(dev); !q) return fail(q.error());
     auto installed = tc.dump(dev);
     if (!installed) return fail(installed.error());
+    if (keep_owned)
+        for (const auto& i : *installed) {
+            const auto id = i.rule.identity();
+            const bool wanted = std::any_of(desired.begin(), desired.end(),
+                                            [&](const tc::Rule& d) { return d.identity() == id; });
+            if (i.owned && i.decoded && !wanted) desired.push_back(i.rule);
+        }
     const auto plan = reconcile::plan(desired, *installed);
     if (plan.empty()) return Done{};
     const auto report = tc.apply(plan);
@@ -213,9 +225,8 @@ Result<std::unique_ptr<PuntPort>> PuntPort::open(const std::string& uplink) {
 
     auto tcnl = TcNetlink::open();
     if (!tcnl) return fail(tcnl.error());
-    const auto back = catch_all(kInjectDev, tc::Redirect{uplink_ifindex, uplink, kReinjectIndex, true},
-                                "re-injected first packets -> the uplink's ingress, from chain 0");
-    if (auto r = reconcile_dev(**tcnl, kInjectDev, {back}); !r) return fail(r.error());
+    const auto back = compile::reinject_vlan_rule(kInjectDev, uplink, uplink_ifindex);
+    if (auto r = reconcile_dev(**tcnl, kInjectDev, {back}, true); !r) return fail(r.error());
     const auto sink = catch_all(kPuntDev, tc::Drop{}, "punted frames: the daemon's socket has its copy");
     if (auto r = reconcile_dev(**tcnl, kPuntDev, {sink}); !r) return fail(r.error());
     return port;

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compile/pipeline.hpp"
 #include "core/result.hpp"
 
 namespace dpo::kernel {
@@ -41,7 +42,7 @@ namespace dpo::kernel {
 // The mirred action on dpo-inject's ingress is shared under this index, so
 // `tc -s actions show action mirred index 3642753025` counts re-injected frames
 // (next to compile::kPuntIndex, 0xd9200000, which counts punted ones).
-inline constexpr std::uint32_t kReinjectIndex = 0xd9200001;
+inline constexpr std::uint32_t kReinjectIndex = compile::kReinjectIndex;
 
 class PuntPort {
 public:

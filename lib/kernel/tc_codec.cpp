@@ -504,7 +504,8 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
             return std::nullopt;
         s.src = IpAddress::from_bytes(f, mnl_attr_get_payload(src));
         s.dst = IpAddress::from_bytes(f, mnl_attr_get_payload(dst));
-        if (t[TCA_TUNNEL_KEY_ENC_DST_PORT]) s.dst_port = ntohs(mnl_attr_get_u16(t[TCA_TUNNEL_KEY_ENC_DST_PORT]));
+        // The kernel leaves a zero port out of its dump.
+        s.dst_port = t[TCA_TUNNEL_KEY_ENC_DST_PORT] ? ntohs(mnl_attr_get_u16(t[TCA_TUNNEL_KEY_ENC_DST_PORT])) : 0;
         s.csum = !(t[TCA_TUNNEL_KEY_NO_CSUM] && mnl_attr_get_u8(t[TCA_TUNNEL_KEY_NO_CSUM]));
         return s;
     }

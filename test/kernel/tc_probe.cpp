@@ -86,6 +86,27 @@ std::vector<std::pair<std::string, tc::Rule>> vxlan_samples(const std::string& d
     decap.actions = {tc::Goto{0x100}};
     out.emplace_back("vxlan decap keys (enc_key_id, enc_dst_ip, enc_dst_port)", decap);
 
+    auto classify = base(dev, 0, 1, tc::kEthAll);
+    classify.match.dst_mac = Mac{2, 0xdd, 0, 0, 0x13, 0x89};
+    classify.match.enc_key_id = 6001;
+    classify.match.enc_dst_ip = *IpAddress::parse("10.0.2.1");
+    classify.match.enc_dst_port = 4789;
+    classify.actions = {tc::Goto{0x10100}};
+    out.emplace_back("iface = f(vni), decap keys and inner dst_mac", classify);
+
+    // The NAT punt path's re-entry (pipeline.hpp): marked with VNI 0 and UDP port 0.
+    auto reentry = base(dev, 0, 2, tc::kEthIpv4);
+    reentry.match.enc_key_id = 0;
+    reentry.match.enc_dst_port = 0;
+    reentry.actions = {tc::Goto{0x10100}};
+    out.emplace_back("re-entry mark match (enc_key_id 0, enc_dst_port 0)", reentry);
+
+    auto back = base(dev, 0x10100, 99, tc::kEthIpv4);
+    back.match.dst_ip = *IpPrefix::parse("10.40.0.0/16");
+    back.actions = {tc::TunnelSet{0, *IpAddress::parse("0.0.0.0"), *IpAddress::parse("0.0.0.0"), 0, false},
+                    tc::Redirect{uplink, "", 0xd9200002u, true}};
+    out.emplace_back("re-entry mark, tunnel_key set id 0 port 0 + mirred ingress", back);
+
     auto encap = base(dev, 0x100, 100, tc::kEthIpv4);
     encap.match.dst_ip = *IpPrefix::parse("10.50.0.0/16");
     encap.actions = {tc::TunnelSet{6001, *IpAddress::parse("10.0.2.1"), *IpAddress::parse("10.0.2.10"), 4789, false},

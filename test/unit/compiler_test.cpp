@@ -130,7 +130,7 @@ constexpr std::uint32_t kOuter = dpo::compile::kChainOuter;
 TEST_CASE("group 1, shared ingress: chain 0 sends tagged traffic to classification") {
     auto p = dpo::compile::compile(mapping(), Hypervisor().k);
     CHECK(commands(p, 0) ==
-          std::vector<std::string>{"tc filter add dev p0 ingress chain 0 prio 1 protocol 802.1Q flower "
+          std::vector<std::string>{"tc filter add dev p0 ingress chain 0 prio 2 protocol 802.1Q flower "
                                    "action gact goto chain 1"});
 }
 
@@ -219,7 +219,7 @@ TEST_CASE("the fast path leaves to the kernel what it cannot carry") {
         return std::any_of(notes.begin(), notes.end(), [&](const std::string& n) { return n.find(w) != std::string::npos; });
     };
     CHECK(noted("route 10.60.0.0/16: gateway 10.100.0.99 unresolved: left to the kernel"));
-    CHECK(noted("route 10.70.0.0/16: egress eth0 is not a mapped VLAN interface that is up"));
+    CHECK(noted("route 10.70.0.0/16: egress eth0 is not a mapped interface that is up: left to the kernel"));
     CHECK(noted("route 10.80.0.0/16: multipath"));
     CHECK(noted("route 10.90.0.0/16: not a unicast route"));
 }
@@ -371,4 +371,264 @@ TEST_CASE("without the nat stage, nothing is tracked and inner -> outer IPv4 sta
         CHECK_FALSE(r.match.ct_state.has_value());
         CHECK(r.chain < dpo::compile::kChainOuterTracked);
     }
+}
+
+// ---------------------------------------------------------------- VXLAN: EVPN and ACI
+//
+// The same hypervisor plus the VXLAN side: p0 carries the EVPN underlay
+// (10.0.1.1, remote VTEP 10.0.1.2), p0.2 the ACI infra VLAN (10.0.2.1, remote VTEP
+// 10.0.2.10), vxlan0 is the metadata-mode VXLAN device, and the SVIs svi-green (EVPN
+// VNI 5001) and svi-web (ACI VNI 6001) sit on a bridge.
+
+namespace {
+
+const char* const kVxlanMapping = R"({"uplink": "p0",
+    "vxlan": {"device": "vxlan0", "port": 4789},
+    "aci": {"vlan": 2, "local_vtep": "10.0.2.1"},
+    "evpn": {"local_vtep": "10.0.1.1"},
+    "interfaces": [
+    {"name": "blue", "netdev": "p0.100", "role": "inner", "vlan": 100},
+    {"name": "green", "netdev": "svi-green", "role": "inner", "evpn": {"vni": 5001, "remote_vtep": "10.0.1.2"}},
+    {"name": "web", "netdev": "svi-web", "role": "inner", "aci": {"vni": 6001, "remote_vtep": "10.0.2.10"}},
+    {"name": "transit", "netdev": "p0.200", "role": "outer", "vlan": 200}]})";
+
+dpo::Mapping vxlan_mapping(const std::string& extra = "") {
+    std::string text = kVxlanMapping;
+    if (!extra.empty()) text = text.substr(0, text.size() - 1) + ", " + extra + "}";
+    auto r = dpo::parse_mapping(text, "m.json");
+    REQUIRE(r.ok());
+    return *r;
+}
+
+struct VxlanHypervisor : Hypervisor {
+    VxlanHypervisor() {
+        link(7, "p0.2", "vlan", 2, 2, mac(0x02, 1));
+        link(8, "vxlan0", "vxlan", 0, 0, mac(0xaa, 0));
+        link(9, "br0", "bridge", 0, 0, mac(0xbb, 0));
+        link(10, "svi-green", "vlan", 9, 10, mac(0x50, 1));
+        link(11, "svi-web", "vlan", 9, 20, mac(0x60, 1));
+        address(2, "10.0.1.1/24");
+        address(7, "10.0.2.1/24");
+        address(10, "10.1.0.1/24");
+        address(10, "fd00:5001::1/64");
+        address(11, "10.2.0.1/24");
+        connected("10.0.1.0/24", 2);
+        connected("10.0.2.0/24", 7);
+        connected("10.1.0.0/24", 10);
+        connected("fd00:5001::/64", 10);
+        connected("10.2.0.0/24", 11);
+        neighbour(2, "10.0.1.2", mac(0xfa, 2));
+        neighbour(7, "10.0.2.10", mac(0xfa, 0x0a));
+        neighbour(10, "10.1.0.2", mac(5, 2));
+        neighbour(10, "fd00:5001::2", mac(5, 2));
+        neighbour(11, "10.2.0.2", mac(6, 2));
+    }
+};
+
+// Rules of one device's chain.
+std::vector<std::string> dev_commands(const dpo::compile::Program& p, const std::string& dev, std::uint32_t chain) {
+    std::vector<std::string> out;
+    for (const auto& r : p.rules)
+        if (r.dev == dev && r.chain == chain) out.push_back(dpo::tc::to_tc_command(r));
+    return out;
+}
+
+std::string dev_rule(const dpo::compile::Program& p, const std::string& dev, std::uint32_t chain,
+                     const std::string& words) {
+    std::string found;
+    int n = 0;
+    for (const auto& c : dev_commands(p, dev, chain))
+        if (c.find(words) != std::string::npos) {
+            found = c;
+            ++n;
+        }
+    return n == 1 ? found : "";
+}
+
+constexpr std::uint32_t kVxInner = dpo::compile::kChainVxlanBase + dpo::compile::kChainInner;  // 65792
+
+// What mlx5 needs of every rule, whatever the state (notes/mlx5-offload.md): gotos
+// only forward, no tunnel_key unset beside a goto, ct first in its rule, chains of
+// the VXLAN device apart from the uplink's.
+void check_mlx5_shape(const dpo::compile::Program& p) {
+    for (const auto& r : p.rules) {
+        INFO(dpo::tc::to_tc_command(r));
+        bool has_goto = false, has_unset = false;
+        for (std::size_t i = 0; i < r.actions.size(); ++i) {
+            if (const auto* g = std::get_if<dpo::tc::Goto>(&r.actions[i])) {
+                has_goto = true;
+                CHECK(g->chain > r.chain);
+            }
+            has_unset = has_unset || std::holds_alternative<dpo::tc::TunnelUnset>(r.actions[i]);
+            if (std::holds_alternative<dpo::tc::Ct>(r.actions[i])) CHECK(i == 0);
+        }
+        CHECK_FALSE((has_goto && has_unset));
+        if (r.dev == "vxlan0" && r.chain != 0) CHECK(r.chain >= dpo::compile::kChainVxlanBase);
+        if (r.dev == "p0") CHECK(r.chain < dpo::compile::kChainVxlanBase);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("group 2 for VXLAN: iface = f(vni) on the VXLAN device's chain 0, local VTEP and port matched, decap implicit") {
+    auto p = dpo::compile::compile(vxlan_mapping(), VxlanHypervisor().k);
+    CHECK(dev_commands(p, "vxlan0", 0) ==
+          std::vector<std::string>{
+              "tc filter add dev vxlan0 ingress chain 0 prio 1 protocol all flower dst_mac 02:00:00:00:50:01 "
+              "enc_dst_ip 10.0.1.1 enc_key_id 5001 enc_dst_port 4789 action gact goto chain 65792",
+              "tc filter add dev vxlan0 ingress chain 0 prio 1 protocol all flower dst_mac 02:00:00:00:60:01 "
+              "enc_dst_ip 10.0.2.1 enc_key_id 6001 enc_dst_port 4789 action gact goto chain 65792"});
+    // The uplink's shared ingress comes after the decap rules in mlx5's shared table.
+    CHECK(dev_commands(p, "p0", 0) ==
+          std::vector<std::string>{"tc filter add dev p0 ingress chain 0 prio 2 protocol 802.1Q flower "
+                                   "action gact goto chain 1"});
+    check_mlx5_shape(p);
+}
+
+TEST_CASE("EVPN in -> VLAN out: untagged inner frame, rewrite, push the egress VLAN, out of the uplink") {
+    auto p = dpo::compile::compile(vxlan_mapping(), VxlanHypervisor().k);
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "dst_ip 10.100.0.2/32") ==
+          "tc filter add dev vxlan0 ingress chain 65792 prio 100 protocol ip flower dst_ip 10.100.0.2/32 "
+          "action pedit ex munge eth dst set 02:00:00:00:01:02 munge eth src set 02:00:00:00:10:00 munge ip ttl add 255 "
+          "pipe action csum iph pipe action vlan push id 100 pipe action mirred egress redirect dev p0 index 3640655972");
+    // The kernel's part stays the kernel's on this device too: TTL <= 1, the host, martians.
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "prio 1 ") ==
+          "tc filter add dev vxlan0 ingress chain 65792 prio 1 protocol ip flower ip_ttl 0x00/0xfe action gact ok");
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "dst_ip 10.1.0.1/32") != "");
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "src_ip 127.0.0.0/8") != "");
+}
+
+TEST_CASE("VLAN in -> ACI out: pop the tag, tunnel from the ACI local VTEP to the interface's remote VTEP") {
+    auto p = dpo::compile::compile(vxlan_mapping(), VxlanHypervisor().k);
+    CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.2.0.2/32") ==
+          "tc filter add dev p0 ingress chain 256 prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.2.0.2/32 "
+          "action pedit ex munge eth dst set 02:00:00:00:06:02 munge eth src set 02:00:00:00:60:01 munge ip ttl add 255 "
+          "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.2.1 dst_ip 10.0.2.10 "
+          "id 6001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657439089");
+}
+
+TEST_CASE("ACI in -> EVPN out: decapsulated on the VXLAN device, encapsulated back through it") {
+    auto p = dpo::compile::compile(vxlan_mapping(), VxlanHypervisor().k);
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "dst_ip 10.1.0.2/32") ==
+          "tc filter add dev vxlan0 ingress chain 65792 prio 100 protocol ip flower dst_ip 10.1.0.2/32 "
+          "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
+          "pipe action csum iph pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 id 5001 dst_port 4789 "
+          "nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
+    // IPv6 over VXLAN: hop limit, no header checksum.
+    CHECK(dev_rule(p, "p0", kInner, "dst_ip fd00:5001::2/128") ==
+          "tc filter add dev p0 ingress chain 256 prio 200 protocol 802.1Q flower vlan_ethtype ipv6 "
+          "dst_ip fd00:5001::2/128 action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set "
+          "02:00:00:00:50:01 munge ip6 hoplimit add 255 pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 "
+          "dst_ip 10.0.1.2 id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
+}
+
+TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, with the reason") {
+    auto noted = [](const dpo::compile::Program& p, const std::string& w) {
+        return std::any_of(p.notes.begin(), p.notes.end(), [&](const std::string& n) { return n.find(w) != std::string::npos; });
+    };
+    SECTION("ACI's remote VTEP not reached through the infra VLAN") {
+        VxlanHypervisor h;
+        h.via("10.0.2.10/32", "10.0.1.2", 2);  // a host route through the EVPN underlay instead
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "egress svi-web: remote VTEP 10.0.2.10 is not reached through the ACI infra VLAN 2 on p0"));
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.2.0.0/24 action gact ok") != "");
+        CHECK_FALSE(dev_rule(p, "p0", kInner, "tunnel_key set src_ip 10.0.2.1") != "");
+        // ACI ingress still classifies: the decap side does not depend on the way out.
+        CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 6001") != "");
+    }
+    SECTION("no route to the remote VTEP") {
+        VxlanHypervisor h;
+        h.k.routes.erase(std::remove_if(h.k.routes.begin(), h.k.routes.end(),
+                                        [](const dpo::Route& r) { return r.destination.str() == "10.0.1.0/24" ||
+                                                                         r.destination.str() == "0.0.0.0/0"; }),
+                         h.k.routes.end());
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "egress svi-green: no route to remote VTEP 10.0.1.2"));
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.2/32") == "");
+    }
+    SECTION("the VXLAN device down: no VXLAN rules at all, VLAN rules unchanged") {
+        VxlanHypervisor h;
+        h.k.links[8].up = false;
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "VXLAN device vxlan0 is down: EVPN and ACI interfaces are left to the kernel"));
+        CHECK(std::none_of(p.rules.begin(), p.rules.end(), [](const dpo::tc::Rule& r) { return r.dev == "vxlan0"; }));
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.0/24 action gact ok") != "");
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.200.0.254/32") != "");
+    }
+    SECTION("an SVI down: its VNI is not classified, nor is it an egress") {
+        VxlanHypervisor h;
+        h.k.links[10].up = false;
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "interface green: netdev svi-green is down: its VNI is left to the kernel"));
+        CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 5001") == "");
+        CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 6001") != "");
+    }
+}
+
+TEST_CASE("NAT from an EVPN interface: ct on the VXLAN device, adjacency chains there, first packets come back marked") {
+    const auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-inject";
+    nat.subscribers = {{*IpAddress::parse("10.1.0.2"), dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}}};
+    auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    const std::uint32_t adj = dpo::compile::kChainVxlanBase + dpo::compile::kChainNatAdjacencyBase;
+    CHECK(dev_rule(p, "vxlan0", kVxInner, "prio 132 ") ==
+          "tc filter add dev vxlan0 ingress chain 65792 prio 132 protocol ip flower "
+          "action ct zone 7 nat pipe action gact goto chain " + std::to_string(adj));
+    const std::string tail = "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 "
+                             "munge ip ttl add 255 pipe action csum iph pipe action vlan push id 200 pipe "
+                             "action mirred egress redirect dev p0 index 3640656072";
+    CHECK(dev_rule(p, "vxlan0", adj, "src_ip 10.1.0.2/32") ==
+          "tc filter add dev vxlan0 ingress chain " + std::to_string(adj) +
+              " prio 3 protocol ip flower src_ip 10.1.0.2/32 ct_state +trk+new action ct commit zone 7 "
+              "src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe " + tail);
+    CHECK(dev_rule(p, "vxlan0", adj, "prio 4 ") ==
+          "tc filter add dev vxlan0 ingress chain " + std::to_string(adj) +
+              " prio 4 protocol ip flower ct_state +trk+new action mirred egress redirect dev dpo-inject index 3642753024");
+    // The way back: tagged frames to the uplink (the punt port's own rule), untagged
+    // ones into the VXLAN device with a mark no wire packet has, taken to the inner chain.
+    CHECK(dev_commands(p, "dpo-inject", 0) ==
+          std::vector<std::string>{
+              "tc filter add dev dpo-inject ingress chain 0 prio 1 protocol 802.1Q flower "
+              "action mirred ingress redirect dev p0 index 3642753025",
+              "tc filter add dev dpo-inject ingress chain 0 prio 2 protocol ip flower action tunnel_key set "
+              "src_ip 0.0.0.0 dst_ip 0.0.0.0 id 0 dst_port 0 nocsum pipe action mirred ingress redirect dev vxlan0 "
+              "index 3642753026"});
+    CHECK(p.rules.end() != std::find(p.rules.begin(), p.rules.end(), dpo::compile::reinject_vlan_rule("dpo-inject", "p0", 2)));
+    CHECK(dev_rule(p, "vxlan0", 0, "prio 2 ") ==
+          "tc filter add dev vxlan0 ingress chain 0 prio 2 protocol ip flower enc_key_id 0 enc_dst_port 0 "
+          "action gact goto chain 65792");
+    // Replies come in on transit (the uplink) and leave encapsulated toward green.
+    CHECK(dev_rule(p, "p0", dpo::compile::kChainOuterTracked, "dst_ip 10.1.0.2/32") ==
+          "tc filter add dev p0 ingress chain 513 prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.1.0.2/32 "
+          "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
+          "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 "
+          "id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
+    check_mlx5_shape(p);
+}
+
+TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
+    auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    for (auto& i : m.interfaces)
+        if (i.name == "green") i.role = dpo::Role::Outer;
+    dpo::compile::NatState nat;
+    auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 5001") ==
+          "tc filter add dev vxlan0 ingress chain 0 prio 1 protocol all flower dst_mac 02:00:00:00:50:01 "
+          "enc_dst_ip 10.0.1.1 enc_key_id 5001 enc_dst_port 4789 action gact goto chain 66048");
+    CHECK(dev_rule(p, "vxlan0", 66048, "prio 50 ") ==
+          "tc filter add dev vxlan0 ingress chain 66048 prio 50 protocol ip flower action ct zone 7 nat pipe "
+          "action gact goto chain 66049");
+    CHECK(dev_rule(p, "vxlan0", 66049, "prio 7 ") ==
+          "tc filter add dev vxlan0 ingress chain 66049 prio 7 protocol ip flower ct_state +trk+new "
+          "action gact drop index 3643801601");
+    // No punt path: no way back either.
+    CHECK(dev_commands(p, "dpo-inject", 0).empty());
+    check_mlx5_shape(p);
+}
+
+TEST_CASE("rule devices: the uplink and, with a vxlan section, the VXLAN device") {
+    CHECK(dpo::compile::rule_devices(mapping()) == std::vector<std::string>{"p0"});
+    CHECK(dpo::compile::rule_devices(vxlan_mapping()) == std::vector<std::string>{"p0", "vxlan0"});
 }

@@ -34,10 +34,19 @@ struct NatSubscriber {
 };
 struct NatState {
     int punt_ifindex = 0;  // first packets of subscribers without a chunk; 0: none, drop
-    std::string punt_dev;
+    std::string punt_dev;  // the punt pair's inject end: its ingress holds the way back
     std::vector<NatSubscriber> subscribers;
 };
 
 Program compile(const Mapping& m, const KernelState& k, const NatState* nat = nullptr);
+
+// The devices whose clsact ingress holds the program's rules (besides the punt
+// pair's inject end, while the NAT stage runs).
+std::vector<std::string> rule_devices(const Mapping& m);
+
+// The punt pair's way back for frames punted from the uplink (tagged): into the
+// uplink's ingress from chain 0. The punt port installs it on its own and the
+// program carries it too, so either may come first.
+tc::Rule reinject_vlan_rule(const std::string& inject_dev, const std::string& uplink, int uplink_ifindex);
 
 }  // namespace dpo::compile
