@@ -72,9 +72,13 @@ public:
         std::set<std::string> devs;
         for (const auto& d : rule_devices(mapping_)) devs.insert(d);
         for (const auto& d : extra_devs) devs.insert(d);
-        // The punt pair's inject end: its way back into the VXLAN device is ours.
-        if (nat_state) devs.insert(nat_state->punt_dev);
         std::vector<std::string> present;
+        // The punt pair's inject end holds the way back: it exists while the NAT
+        // stage runs, even before the link event that tells the watcher so.
+        if (nat_state) {
+            present.push_back(nat_state->punt_dev);
+            devs.erase(nat_state->punt_dev);
+        }
         for (const auto& d : devs) {
             if (state.link_by_name(d)) present.push_back(d);
             else log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compile/compiler.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/tc_netlink.hpp"
 
@@ -164,8 +165,7 @@ int main(int argc, char** argv) {
     }
 
     // The rules PuntPort installed, as the kernel keeps them.
-    const auto back = expected(kernel::PuntPort::kInjectDev,
-                               tc::Redirect{uplink_ifindex, uplink, kernel::kReinjectIndex, true});
+    const auto back = compile::reinject_vlan_rule(kernel::PuntPort::kInjectDev, uplink, uplink_ifindex);
     const auto sink = expected(kernel::PuntPort::kPuntDev, tc::Drop{});
     std::uint32_t handles[2] = {};
     int i = 0;

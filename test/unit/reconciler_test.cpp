@@ -132,3 +132,21 @@ TEST_CASE("a device that cannot be dumped is an error, not a partial apply") {
     CHECK(a.error() == "no device p9");
     CHECK(fake.messages == 0);
 }
+
+TEST_CASE("rules for a device outside the pass wait for a pass that has it") {
+    FakeTc fake;
+    fake.devs["p0"] = {};
+    fake.devs["vxlan0"] = {};
+    reconcile::Reconciler rec(fake);
+    tc::Rule decap = rule(100);
+    decap.dev = "vxlan0";
+    auto a = rec.sync({rule(100), decap}, {"p0"});
+    REQUIRE(a.ok());
+    CHECK(a->added == 1);
+    CHECK(fake.devs["vxlan0"].empty());
+    auto b = rec.sync({rule(100), decap}, {"p0", "vxlan0"});
+    REQUIRE(b.ok());
+    CHECK(b->added == 1);
+    CHECK(b->kept == 1);
+    CHECK(fake.devs["vxlan0"].size() == 1);
+}

@@ -15,7 +15,13 @@ Result<std::vector<tc::Installed>> Reconciler::dump_all(const std::vector<std::s
     return all;
 }
 
-Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& desired, const std::vector<std::string>& devs) {
+Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& all_desired, const std::vector<std::string>& devs) {
+    // Rules for a device outside `devs` (not there yet) wait for a pass that has it:
+    // without its dump, adding them would only collide with what may be there.
+    std::vector<tc::Rule> desired;
+    desired.reserve(all_desired.size());
+    for (const auto& r : all_desired)
+        if (std::find(devs.begin(), devs.end(), r.dev) != devs.end()) desired.push_back(r);
     auto installed = dump_all(devs);
     if (!installed) return fail(installed.error());
     for (const auto& dev : devs) {

@@ -23,7 +23,7 @@ public:
     explicit Reconciler(tc::Backend& backend) : backend_(backend) {}
 
     // `devs` are the devices we own rules on; a device missing from `desired`
-    // keeps none of ours.
+    // keeps none of ours, and desired rules on other devices are left out.
     Result<Outcome> sync(const std::vector<tc::Rule>& desired, const std::vector<std::string>& devs);
     // Deletes every rule of ours on `devs`, and nothing else.
     Result<Outcome> flush(const std::vector<std::string>& devs);
