@@ -56,11 +56,25 @@ std::vector<Finding> inspect_kernel(const Mapping& m, const KernelState& k) {
     if (m.vxlan) {
         const Link* vx = k.link_by_name(m.vxlan->device);
         if (!vx) out.push_back({false, "vxlan device " + m.vxlan->device + ": no such netdev"});
-        else out.push_back({vx->kind == "vxlan", "vxlan device " + m.vxlan->device + ": kind " +
-                                                      (vx->kind.empty() ? "?" : vx->kind) +
-                                                      (vx->vxlan_id ? " vni " + std::to_string(*vx->vxlan_id)
-                                                                    : " (metadata mode)")});
+        else
+            out.push_back({vx->kind == "vxlan" && !vx->vxlan_id && vx->up,
+                           "vxlan device " + m.vxlan->device + ": kind " + (vx->kind.empty() ? "?" : vx->kind) +
+                               (vx->vxlan_id ? " vni " + std::to_string(*vx->vxlan_id) +
+                                                   ", but the fast path needs a metadata-mode (external) device"
+                                             : " (metadata mode)") +
+                               (vx->up ? " up" : " DOWN")});
     }
+    // A local VTEP the host does not own receives nothing: the decap rules would wait in vain.
+    auto vtep = [&](const char* fabric, const IpAddress& a) {
+        const Address* found = nullptr;
+        for (const auto& x : k.addresses)
+            if (x.prefix.address == a) found = &x;
+        out.push_back({found != nullptr, std::string(fabric) + " local vtep " + a.str() +
+                                             (found ? ": on " + k.link_name(found->ifindex)
+                                                    : ": not an address of this host")});
+    };
+    if (m.evpn) vtep("evpn", m.evpn->local_vtep);
+    if (m.aci) vtep("aci", m.aci->local_vtep);
     for (const auto& i : m.interfaces) {
         const std::string head = "interface " + i.name + " (" + i.netdev + "): ";
         const Link* l = k.link_by_name(i.netdev);

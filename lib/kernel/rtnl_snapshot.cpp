@@ -64,8 +64,9 @@ Link to_link(rtnl_link* l) {
     if (rtnl_link_is_vlan(l)) out.vlan_id = static_cast<std::uint16_t>(rtnl_link_vlan_get_id(l));
     if (rtnl_link_is_vxlan(l)) {
         uint32_t id = 0;
-        // A metadata ("external") device has no VNI; libnl then reports an error.
-        if (rtnl_link_vxlan_get_id(l, &id) == 0) out.vxlan_id = id;
+        // A metadata ("external") device has no VNI of its own (the kernel reports 0).
+        const bool metadata = rtnl_link_vxlan_get_collect_metadata(l) > 0;
+        if (!metadata && rtnl_link_vxlan_get_id(l, &id) == 0) out.vxlan_id = id;
     }
     return out;
 }

@@ -555,6 +555,14 @@ TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, w
         CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.0/24 action gact ok") != "");
         CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.200.0.254/32") != "");
     }
+    SECTION("a per-VNI VXLAN device: tunnel_key would be ignored, so nothing goes through it") {
+        VxlanHypervisor h;
+        h.k.links[8].vxlan_id = 5001;
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "VXLAN device vxlan0 is not in metadata (external) mode: EVPN and ACI interfaces are left to the kernel"));
+        CHECK(noted(p, "egress svi-green: VXLAN device vxlan0 is not a metadata-mode VXLAN device that is up"));
+        CHECK(std::none_of(p.rules.begin(), p.rules.end(), [](const dpo::tc::Rule& r) { return r.dev == "vxlan0"; }));
+    }
     SECTION("an SVI down: its VNI is not classified, nor is it an egress") {
         VxlanHypervisor h;
         h.k.links[10].up = false;

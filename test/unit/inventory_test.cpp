@@ -74,3 +74,26 @@ TEST_CASE("a VLAN netdev of the wrong id or on the wrong lower device is flagged
     CHECK(finding(fs, false, "p0.100): ifindex 3 mac 00:00:00:00:00:00 up, but it is VLAN 101, not 100"));
     CHECK(finding(fs, false, "its lower device is #9, not the uplink"));
 }
+
+TEST_CASE("the VXLAN side: a metadata-mode device and local VTEPs the host owns") {
+    auto m = dpo::parse_mapping(R"({"uplink": "p0", "vxlan": {"device": "vxlan0"},
+        "evpn": {"local_vtep": "10.0.1.1"}, "aci": {"local_vtep": "10.0.2.1"},
+        "interfaces": [{"name": "green", "netdev": "svi-green", "role": "inner",
+                        "evpn": {"vni": 5001, "remote_vtep": "10.0.1.2"}}]})",
+                                "m.json");
+    REQUIRE(m.ok());
+    dpo::KernelState k = with_uplink();
+    dpo::Link& vx = k.links[5];
+    vx.ifindex = 5;
+    vx.name = "vxlan0";
+    vx.kind = "vxlan";
+    vx.up = true;
+    k.addresses.push_back({2, *dpo::IpPrefix::parse("10.0.1.1/24")});
+    auto fs = dpo::inspect_kernel(*m, k);
+    CHECK(finding(fs, true, "vxlan device vxlan0: kind vxlan (metadata mode) up"));
+    CHECK(finding(fs, true, "evpn local vtep 10.0.1.1: on p0"));
+    CHECK(finding(fs, false, "aci local vtep 10.0.2.1: not an address of this host"));
+    vx.vxlan_id = 5001;
+    fs = dpo::inspect_kernel(*m, k);
+    CHECK(finding(fs, false, "vxlan device vxlan0: kind vxlan vni 5001, but the fast path needs a metadata-mode"));
+}

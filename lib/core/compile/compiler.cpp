@@ -142,9 +142,9 @@ private:
     static std::string tunnel(const Mapping& m, const KernelState& k, const Link& uplink, const Interface& i,
                               const RouteLookup& underlay, EgressPort& port) {
         const Link* vx = m.vxlan ? k.link_by_name(m.vxlan->device) : nullptr;
-        if (!vx || !vx->up)
+        if (!vx || !vx->up || vx->kind != "vxlan" || vx->vxlan_id)
             return "egress " + i.netdev + ": VXLAN device " + (m.vxlan ? m.vxlan->device : std::string("?")) +
-                   (vx ? " is down" : " does not exist");
+                   " is not a metadata-mode VXLAN device that is up";
         const Tunnel tun = *tunnel_of(i);
         const IpAddress& remote = tun.remote_vtep;
         const Route* rt = underlay.lookup(remote);
@@ -521,9 +521,15 @@ Program compile(const Mapping& m, const KernelState& k, const NatState* nat) {
     const Link* vxlan = nullptr;
     if (m.vxlan) {
         vxlan = k.link_by_name(m.vxlan->device);
-        if (!vxlan || !vxlan->up) {
-            p.notes.push_back("VXLAN device " + m.vxlan->device + (vxlan ? " is down" : " does not exist") +
-                              ": EVPN and ACI interfaces are left to the kernel");
+        // Only a metadata-mode device takes the VNI and VTEPs from tunnel_key; a
+        // per-VNI device would send everything with its own.
+        const char* why = !vxlan ? " does not exist"
+                          : !vxlan->up ? " is down"
+                          : vxlan->kind != "vxlan" ? " is not a VXLAN device"
+                          : vxlan->vxlan_id ? " is not in metadata (external) mode"
+                                            : nullptr;
+        if (why) {
+            p.notes.push_back("VXLAN device " + m.vxlan->device + why + ": EVPN and ACI interfaces are left to the kernel");
             vxlan = nullptr;
         }
     }
