@@ -78,7 +78,12 @@ constexpr unsigned kResolvedNud = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PR
 KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh) {
     KernelState k;
     for_each(links, [&](nl_object* o) {
-        Link l = to_link(reinterpret_cast<rtnl_link*>(o));
+        auto* link = reinterpret_cast<rtnl_link*>(o);
+        // The cache keys links by (ifindex, family): a bridge port's AF_BRIDGE
+        // object (sent on every port change) sits beside the device's own, without
+        // its kind or VXLAN data. Only the device's own object says what it is.
+        if (rtnl_link_get_family(link) != AF_UNSPEC) return;
+        Link l = to_link(link);
         k.links[l.ifindex] = std::move(l);
     });
     for_each(addrs, [&](nl_object* o) {
@@ -110,8 +115,11 @@ KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes
     });
     for_each(neigh, [&](nl_object* o) {
         auto* n = reinterpret_cast<rtnl_neigh*>(o);
+        // Bridge and VXLAN FDB entries (AF_BRIDGE) carry a VTEP as their "dst": not neighbours.
+        const int fam = rtnl_neigh_get_family(n);
+        if (fam != AF_INET && fam != AF_INET6) return;
         auto ip = to_ip(rtnl_neigh_get_dst(n));
-        if (!ip) return;  // bridge FDB entries and the like
+        if (!ip) return;
         Neighbour out;
         out.ifindex = rtnl_neigh_get_ifindex(n);
         out.address = *ip;
