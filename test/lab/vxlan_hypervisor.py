@@ -1,0 +1,557 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A hypervisor whose kernel alone forwards VLAN, EVPN and Cisco ACI traffic: the topology of
+the lab scenarios slowpath_vxlan and fastpath_vxlan, and the frame helpers they share.
+
+    netns fab                          netns hv (the hypervisor)
+    fab0 <-------- veth --------> p0   02:dd:00:00:00:01  10.0.1.1/24 fd00:1::1/64  EVPN underlay
+    (scapy sends and captures)     |     remote EVPN VTEP 10.0.1.2 = 02:fa:00:00:01:02 (static)
+                                   +- p0.2    ACI infra VLAN 2   02:dd:00:00:02:01  10.0.2.1/24
+                                   |     remote ACI VTEP 10.0.2.10 = 02:fa:00:00:02:0a (static)
+                                   +- p0.100  blue, VLAN 100     02:dd:00:00:64:01  10.100.0.1/24 fd00:100::1/64
+                                   |     host 10.100.0.2 / fd00:100::2 = 02:00:00:00:01:02
+                                   +- p0.200  transit, VLAN 200  02:dd:00:00:c8:01  10.200.0.1/24 fd00:200::1/64
+                                   |     gateway 10.200.0.254 / fd00:200::fe = 02:00:00:00:c8:fe,
+                                   |     default routes (v4, v6) via it
+    vxlan0: ONE metadata-mode device (`external vnifilter nolearning`, dstport 4789, no
+            `local`: the outer source is the address of the route to the remote VTEP), port of
+    br0:    a VLAN-aware bridge (vlan_filtering 1, vlan_default_pvid 0), vxlan0 with
+            vlan_tunnel on and learning off; bridge VLAN <-> VNI: 10 <-> 5001, 20 <-> 6001,
+            30 <-> 7001 (tunnel_info + `bridge vni add`)
+       svi-green  br0.10  VNI 5001 EVPN  02:dd:00:00:13:89  10.1.0.1/24 fd00:5001::1/64
+                  host 10.1.0.2 / fd00:5001::2 = 02:00:00:00:50:02 behind VTEP 10.0.1.2
+       svi-web    br0.20  VNI 6001 ACI   02:dd:00:00:17:71  10.2.0.1/24 fd00:6001::1/64
+                  host 10.2.0.2 / fd00:6001::2 = 02:00:00:00:60:02 behind VTEP 10.0.2.10
+       svi-other  br0.30  VNI 7001 EVPN  02:dd:00:00:1b:59  10.3.0.1/24
+                  host 10.3.0.2 = 02:00:00:00:70:02 behind VTEP 10.0.1.2 (not in the
+                  daemon's mapping: the kernel's own)
+
+Remote hosts are what FRR would learn over BGP EVPN, written statically: a permanent
+neighbour on the SVI, a bridge fdb entry (`master`, on the bridge VLAN, port vxlan0) and a
+vxlan fdb entry (`self`, src_vni = the VNI, dst = the remote VTEP) so the kernel
+encapsulates toward the right VTEP with the right VNI. Each SVI's own MAC is a local
+bridge fdb entry on its VLAN (what ifupdown2 adds for an SVI whose MAC is not the
+bridge's), so frames to it go up to the bridge without flooding.
+
+Changes to the plan the kernel forced (6.1):
+- br0 is created with `vlan_default_pvid 0` (no implicit VLAN 1) and a fixed MAC
+  02:dd:00:00:0b:00, so its MAC does not follow its ports; br0 and vxlan0 get
+  `addrgenmode none` so neither sends IPv6 link-local chatter of its own.
+- br0 has `forward_delay 0` (STP is off): with the default 15 s the bridge sends an
+  RTM_NEWLINK of family AF_BRIDGE for vxlan0 exactly forward_delay after br0 comes up
+  (seen on 6.1: 15 s, or 2 s with forward_delay 200), i.e. at a random moment of a
+  scenario; with 0 it comes while the topology is built, before any daemon runs.
+- VXLAN frames from the fabric carry VXLAN flags 0x08 (I bit only): scapy's default
+  flags also set the GPE "next protocol" bit, which a non-GPE Linux device drops.
+- VLAN offloads (rxvlan/txvlan) are off on p0 and fab0, and so is p0's TX checksum
+  offload: a veth hands a CHECKSUM_PARTIAL packet to its peer unfinished, so the outer
+  UDP checksum the kernel's VXLAN encapsulation leaves for "hardware" would read as
+  invalid on fab0 (it is only the pseudo-header sum).
+
+Shared helpers: frame builders (inner_packet, vlan_frame, evpn_frame, aci_frame,
+host_frame), decode() (every field a check compares, outer VLAN from PACKET_AUXDATA as
+labkit restores it), routed()/egress_wire() (what a frame routed out of a segment must
+look like) and mismatches(), forward_check() and nothing_check().
+
+Only one device binds UDP 4789 in hv: vxlan0 (its IPv4 and IPv6 sockets). A VNI that is
+not in vxlan0's vnifilter list (9999) is dropped by the VXLAN socket: it never reaches
+vxlan0, so neither the kernel nor tc on vxlan0 sees it.
+"""
+
+import json
+import re
+import types
+
+from scapy.layers.inet import IP, TCP, UDP, ICMP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
+from scapy.packet import Raw
+
+from labkit import ipv4_checksum_ok
+
+VXLAN_PORT = 4789
+VXLAN_FLAGS_I = 0x08          # the only flag a non-GPE VXLAN frame carries
+OUTER_SPORT = 49152           # outer UDP source port of the frames the fabric sends
+
+HV_NS = "hv"
+FAB_NS = "fab"
+FAB_DEV = "fab0"
+UPLINK = "p0"
+VXLAN_DEV = "vxlan0"
+BRIDGE = "br0"
+BRIDGE_MAC = "02:dd:00:00:0b:00"
+P0_MAC = "02:dd:00:00:00:01"
+
+# The two fabrics: where a VTEP's frames come from and go to on the wire.
+FABRICS = {
+    "evpn": types.SimpleNamespace(name="evpn", dev="p0", vlans=[], mac=P0_MAC,
+                                  local="10.0.1.1", local_cidr="10.0.1.1/24", local6_cidr="fd00:1::1/64",
+                                  remote="10.0.1.2", remote_mac="02:fa:00:00:01:02"),
+    "aci": types.SimpleNamespace(name="aci", dev="p0.2", vlans=[2], mac="02:dd:00:00:02:01",
+                                 local="10.0.2.1", local_cidr="10.0.2.1/24", local6_cidr=None,
+                                 remote="10.0.2.10", remote_mac="02:fa:00:00:02:0a"),
+}
+ACI_VLAN = 2
+
+
+def _seg(name, netdev, kind, mac, v4, v6, host4, host6, host_mac, vid=None, vni=None, fabric=None):
+    return types.SimpleNamespace(
+        name=name, netdev=netdev, kind=kind, mac=mac, vid=vid, vni=vni, fabric=fabric,
+        v4=v4, v6=v6, addr4=v4.split("/")[0], addr6=v6.split("/")[0] if v6 else None,
+        host4=host4, host6=host6, host_mac=host_mac)
+
+
+# The hypervisor's L3 interfaces toward hosts. kind "vlan": vid is the wire VLAN on p0;
+# kind "vxlan": vid is the bridge VLAN of the SVI, vni the VNI, fabric "evpn" or "aci".
+SEGMENTS = {
+    "blue": _seg("blue", "p0.100", "vlan", "02:dd:00:00:64:01", "10.100.0.1/24", "fd00:100::1/64",
+                 "10.100.0.2", "fd00:100::2", "02:00:00:00:01:02", vid=100),
+    "transit": _seg("transit", "p0.200", "vlan", "02:dd:00:00:c8:01", "10.200.0.1/24", "fd00:200::1/64",
+                    "10.200.0.254", "fd00:200::fe", "02:00:00:00:c8:fe", vid=200),
+    "green": _seg("green", "svi-green", "vxlan", "02:dd:00:00:13:89", "10.1.0.1/24", "fd00:5001::1/64",
+                  "10.1.0.2", "fd00:5001::2", "02:00:00:00:50:02", vid=10, vni=5001, fabric="evpn"),
+    "web": _seg("web", "svi-web", "vxlan", "02:dd:00:00:17:71", "10.2.0.1/24", "fd00:6001::1/64",
+                "10.2.0.2", "fd00:6001::2", "02:00:00:00:60:02", vid=20, vni=6001, fabric="aci"),
+    "other": _seg("other", "svi-other", "vxlan", "02:dd:00:00:1b:59", "10.3.0.1/24", None,
+                  "10.3.0.2", None, "02:00:00:00:70:02", vid=30, vni=7001, fabric="evpn"),
+}
+
+
+# ---------------------------------------------------------------- the topology
+
+def build(lab):
+    """Build fab and hv (see the module docstring) and return a namespace naming everything.
+
+    Kernel forwarding is left OFF (ip_forward=0, IPv6 all.forwarding=0): a scenario turns
+    it on when the kernel is to forward. rp_filter is 0 everywhere in hv. The commands go
+    through `ip -batch` / `bridge -batch` (process starts are slow under TCG); `commands`
+    of the result lists them in order, as an operator would type them."""
+    hv, fab = HV_NS, FAB_NS
+    lab.add_netns(hv)
+    lab.add_netns(fab)
+    lab.veth(UPLINK, hv, FAB_DEV, fab, up=False)
+    lab.sysctl(fab, f"net.ipv6.conf.{FAB_DEV}.disable_ipv6", 1)   # the fabric end is a wire
+    lab.sh(["ip", "link", "set", FAB_DEV, "up"], ns=fab)
+    for k in ("all", "default"):
+        lab.sysctl(hv, f"net.ipv4.conf.{k}.rp_filter", 0)
+    lab.sysctl(hv, "net.ipv4.ip_forward", 0)
+    lab.sysctl(hv, "net.ipv6.conf.all.forwarding", 0)
+    done = []
+
+    def batch(tool, cmds):
+        """Run `tool -batch -` in hv with cmds (tool omitted from each), checked."""
+        lab.sh([tool, "-n", hv, "-batch", "-"], input="\n".join(cmds) + "\n")
+        done.extend(f"{tool} {c}" for c in cmds)
+
+    evpn, aci = FABRICS["evpn"], FABRICS["aci"]
+    vx = [s for s in SEGMENTS.values() if s.kind == "vxlan"]
+    vl = [s for s in SEGMENTS.values() if s.kind == "vlan"]
+    transit = SEGMENTS["transit"]
+    # The uplink, the EVPN underlay on it, the ACI infra VLAN (the ACI VTEP address lives
+    # there), the VLAN interfaces; the bridge, vxlan0 and the SVIs.
+    ip1 = [f"link set {UPLINK} address {P0_MAC}",
+           f"link set {UPLINK} up",
+           f"addr add {evpn.local_cidr} dev {UPLINK}",
+           f"addr add {evpn.local6_cidr} dev {UPLINK} nodad",
+           f"neigh replace {evpn.remote} lladdr {evpn.remote_mac} dev {UPLINK} nud permanent",
+           f"link add link {UPLINK} name {aci.dev} address {aci.mac} type vlan id {ACI_VLAN}",
+           f"link set {aci.dev} addrgenmode none",
+           f"addr add {aci.local_cidr} dev {aci.dev}",
+           f"link set {aci.dev} up",
+           f"neigh replace {aci.remote} lladdr {aci.remote_mac} dev {aci.dev} nud permanent"]
+    for seg in vl:
+        ip1 += [f"link add link {UPLINK} name {seg.netdev} address {seg.mac} type vlan id {seg.vid}",
+                f"addr add {seg.v4} dev {seg.netdev}",
+                f"addr add {seg.v6} dev {seg.netdev} nodad",
+                f"link set {seg.netdev} up",
+                f"neigh replace {seg.host4} lladdr {seg.host_mac} dev {seg.netdev} nud permanent",
+                f"neigh replace {seg.host6} lladdr {seg.host_mac} dev {seg.netdev} nud permanent"]
+    ip1 += [f"route add default via {transit.host4} dev {transit.netdev}",
+            f"route add ::/0 via {transit.host6} dev {transit.netdev}",
+            f"link add {BRIDGE} address {BRIDGE_MAC} type bridge vlan_filtering 1 vlan_default_pvid 0 "
+            "mcast_snooping 0 forward_delay 0",
+            f"link set {BRIDGE} addrgenmode none",
+            f"link add {VXLAN_DEV} type vxlan dstport {VXLAN_PORT} external vnifilter nolearning",
+            f"link set {VXLAN_DEV} addrgenmode none",
+            f"link set {VXLAN_DEV} master {BRIDGE}"]
+    batch("ip", ip1)
+    br1 = [f"link set dev {VXLAN_DEV} vlan_tunnel on learning off"]
+    for s in vx:
+        br1 += [f"vlan add dev {BRIDGE} vid {s.vid} self",
+                f"vlan add dev {VXLAN_DEV} vid {s.vid}",
+                f"vlan add dev {VXLAN_DEV} vid {s.vid} tunnel_info id {s.vni}",
+                f"vni add dev {VXLAN_DEV} vni {s.vni}"]
+    batch("bridge", br1)
+    ip2 = [f"link set {VXLAN_DEV} up", f"link set {BRIDGE} up"]
+    for s in vx:
+        ip2 += [f"link add link {BRIDGE} name {s.netdev} address {s.mac} type vlan id {s.vid}",
+                f"addr add {s.v4} dev {s.netdev}"]
+        if s.v6:
+            ip2.append(f"addr add {s.v6} dev {s.netdev} nodad")
+        else:
+            ip2.append(f"link set {s.netdev} addrgenmode none")
+        ip2 += [f"link set {s.netdev} up",
+                f"neigh replace {s.host4} lladdr {s.host_mac} dev {s.netdev} nud permanent"]
+        if s.host6:
+            ip2.append(f"neigh replace {s.host6} lladdr {s.host_mac} dev {s.netdev} nud permanent")
+    batch("ip", ip2)
+    br2 = []
+    for s in vx:
+        br2 += [  # the SVI's own MAC: delivered to the bridge itself on its VLAN
+                f"fdb replace {s.mac} dev {BRIDGE} vlan {s.vid} self local",
+                # the remote host: bridge fdb (VLAN -> vxlan0), vxlan fdb (MAC + VNI -> VTEP)
+                f"fdb replace {s.host_mac} dev {VXLAN_DEV} vlan {s.vid} master static",
+                f"fdb replace {s.host_mac} dev {VXLAN_DEV} dst {FABRICS[s.fabric].remote} src_vni {s.vni} "
+                f"vni {s.vni} self permanent"]
+    batch("bridge", br2)
+    # VLAN offloads off on both ends of the wire: tags are in the bytes when sent (a capture
+    # reads a received tag from PACKET_AUXDATA either way, labkit.vlans). p0's checksum
+    # offload off too: a veth passes a CHECKSUM_PARTIAL packet on unfinished, so the outer
+    # UDP checksum of an encapsulated frame would be only the pseudo-header sum on fab0.
+    lab.vlan_offload(hv, UPLINK, False)
+    lab.vlan_offload(fab, FAB_DEV, False)
+    lab.sh(["ethtool", "-K", UPLINK, "tx", "off"], ns=hv)
+
+    binders = udp_binders(lab, VXLAN_PORT)
+    vxdevs = vxlan_devices(lab)
+    if len(vxdevs) != 1 or not binders:
+        raise RuntimeError(f"want exactly one VXLAN device binding UDP {VXLAN_PORT} in {hv}: devices "
+                           f"{vxdevs}, sockets on {VXLAN_PORT}: {binders}")
+
+    return types.SimpleNamespace(
+        hv=hv, fab=fab, fab_dev=FAB_DEV, uplink=UPLINK, p0_mac=P0_MAC, vxlan_dev=VXLAN_DEV,
+        bridge=BRIDGE, port=VXLAN_PORT, aci_vlan=ACI_VLAN, fabrics=FABRICS, segments=SEGMENTS,
+        by_vni={s.vni: s for s in vx}, vxlan_devices=vxdevs, udp_binders=binders, commands=done)
+
+
+vxlan_info = {}   # name -> `ip -j -d link show` info_data of the devices vxlan_devices() saw
+
+
+def vxlan_devices(lab, ns=HV_NS):
+    """[(name, dstport, external, vnifilter)] of every VXLAN device in ns."""
+    out = []
+    for l in json.loads(lab.sh(["ip", "-j", "-d", "link", "show", "type", "vxlan"], ns=ns).stdout or "[]"):
+        d = l.get("linkinfo", {}).get("info_data", {})
+        out.append((l["ifname"], d.get("port"), bool(d.get("external")), bool(d.get("vnifilter"))))
+        vxlan_info[l["ifname"]] = d
+    return out
+
+
+def udp_binders(lab, port, ns=HV_NS):
+    """The UDP sockets bound to `port` in ns, from /proc/net/udp{,6}: ["0.0.0.0:4789", "[::]:4789"]."""
+    found = []
+    for f, v6 in (("/proc/net/udp", False), ("/proc/net/udp6", True)):
+        text = lab.sh(["cat", f], ns=ns, check=False).stdout
+        for line in text.splitlines()[1:]:
+            local = line.split()[1]
+            addr, p = local.split(":")
+            if int(p, 16) != port:
+                continue
+            if v6:
+                a = "[::]" if int(addr, 16) == 0 else f"[{addr}]"
+            else:
+                a = ".".join(str(b) for b in reversed(bytes.fromhex(addr)))
+            found.append(f"{a}:{port}")
+    return found
+
+
+def forwarding(lab, on, ns=HV_NS):
+    lab.sysctl(ns, "net.ipv4.ip_forward", int(on))
+    lab.sysctl(ns, "net.ipv6.conf.all.forwarding", int(on))
+
+
+def read_forwarding(lab, ns=HV_NS):
+    with lab.netns(ns):
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            v4 = f.read().strip()
+        with open("/proc/sys/net/ipv6/conf/all/forwarding") as f:
+            v6 = f.read().strip()
+    return v4, v6
+
+
+def state_dump(lab, ns=HV_NS):
+    """Lines describing the slow path's state (for a failure trace)."""
+    out = []
+    for cmd in (["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "neigh"], ["ip", "route"],
+                ["bridge", "vlan", "show"], ["bridge", "vlan", "tunnelshow"], ["bridge", "vni", "show"],
+                ["bridge", "fdb", "show", "dev", VXLAN_DEV], ["bridge", "fdb", "show", "br", BRIDGE, "vlan", "10"],
+                ["ip", "-s", "link", "show", "dev", VXLAN_DEV]):
+        r = lab.sh(cmd, ns=ns, check=False)
+        out.append(f"---- {' '.join(cmd)}")
+        out += [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+    return out
+
+
+# ---------------------------------------------------------------- frames
+
+def inner_packet(src_mac, dst_mac, src_ip, dst_ip, sport, payload, ttl=64, dport=5001, l4=None):
+    """An untagged Ethernet frame with IPv4 or IPv6 and UDP (or `l4`, a scapy L4 layer)."""
+    l3 = IPv6(src=src_ip, dst=dst_ip, hlim=ttl) if ":" in dst_ip else IP(src=src_ip, dst=dst_ip, ttl=ttl)
+    top = l4 if l4 is not None else UDP(sport=sport, dport=dport) / payload
+    return Ether(src=src_mac, dst=dst_mac) / l3 / top
+
+
+def vlan_frame(vid, inner):
+    """`inner` (an untagged Ethernet frame) with an 802.1Q tag `vid`."""
+    inner = Ether(bytes(inner))
+    return Ether(src=inner.src, dst=inner.dst) / Dot1Q(vlan=vid) / inner.payload
+
+
+def vxlan_frame(fabric, vni, inner, sport=OUTER_SPORT, ttl=64):
+    """`inner` as the fabric's remote VTEP sends it to the hypervisor's local VTEP."""
+    outer = Ether(dst=fabric.mac, src=fabric.remote_mac)
+    for vid in fabric.vlans:
+        outer = outer / Dot1Q(vlan=vid)
+    return (outer / IP(src=fabric.remote, dst=fabric.local, ttl=ttl)
+            / UDP(sport=sport, dport=VXLAN_PORT) / VXLAN(flags=VXLAN_FLAGS_I, vni=vni) / inner)
+
+
+def evpn_frame(vni, inner, sport=OUTER_SPORT):
+    """EVPN: Ether(p0 MAC <- VTEP MAC) / IP 10.0.1.2 -> 10.0.1.1 / UDP 4789 / VXLAN(vni) / inner."""
+    return vxlan_frame(FABRICS["evpn"], vni, inner, sport)
+
+
+def aci_frame(vni, inner, sport=OUTER_SPORT):
+    """Cisco ACI: Ether(p0.2 MAC <- VTEP MAC) / Dot1Q 2 / IP 10.0.2.10 -> 10.0.2.1 / UDP 4789 / VXLAN."""
+    return vxlan_frame(FABRICS["aci"], vni, inner, sport)
+
+
+def host_frame(seg_name, dst_ip, sport, payload, ttl=64, src_ip=None, dport=5001, l4=None, vni=None,
+               router_mac=None):
+    """What a host of segment `seg_name` sends to its router, on the wire of fab0: tagged for a
+    VLAN segment, VXLAN-encapsulated by its VTEP for an EVPN/ACI one (`vni` overrides the VNI)."""
+    seg = SEGMENTS[seg_name]
+    v6 = ":" in dst_ip
+    src = src_ip or (seg.host6 if v6 else seg.host4)
+    inner = inner_packet(seg.host_mac, router_mac or seg.mac, src, dst_ip, sport, payload, ttl, dport, l4)
+    if seg.kind == "vlan":
+        return vlan_frame(seg.vid, inner)
+    return vxlan_frame(FABRICS[seg.fabric], vni if vni is not None else seg.vni, inner)
+
+
+# ---------------------------------------------------------------- decoding
+
+def _strip_vlans(eth):
+    """(vlan ids outermost first, the layer after the tags) of an Ether."""
+    vids, p = [], eth.payload
+    while isinstance(p, Dot1Q):
+        vids.append(p.vlan)
+        p = p.payload
+    return vids, p
+
+
+def _l4_checksum_ok(l3):
+    """Whether the UDP/TCP checksum above IP/IPv6 layer `l3` is right (UDP over IPv4: 0 is ok)."""
+    cls = IPv6 if isinstance(l3, IPv6) else IP
+    ip = cls(bytes(l3))
+    for l4 in (UDP, TCP):
+        if l4 in ip:
+            want = ip[l4].chksum
+            if l4 is UDP and cls is IP and want == 0:
+                return True
+            del ip[l4].chksum
+            return cls(bytes(ip))[l4].chksum == want
+    return None
+
+
+def decode(pkt):
+    """The fields of a frame on fab0 that the checks compare, as a dict.
+
+    Wire: "vlans" (as labkit.vlans: from PACKET_AUXDATA and the bytes), "dst mac", "src mac".
+    VXLAN (UDP dport 4789 right above the outer IP): "outer src ip", "outer dst ip",
+    "outer ttl", "udp sport", "udp dport", "outer udp checksum" (0 = none), "outer udp
+    checksum ok" (right or 0), "vxlan flags", "vni", "inner vlans", "inner dst mac",
+    "inner src mac"; these are None for a frame that is not VXLAN, and then the inner MACs
+    are the wire's. The packet: "src ip", "dst ip", "ttl" (hop limit for IPv6), "proto",
+    "sport", "dport", "payload", "ipv4 checksum ok", "l4 checksum ok". "_inner" is the
+    scapy frame inside (the frame itself when not VXLAN), "_l3" its IP/IPv6 layer."""
+    pkt = Ether(bytes(pkt))   # built frames too: their checksums and lengths as on the wire
+    d = {"vlans": None, "dst mac": pkt.dst, "src mac": pkt.src}
+    vids, l3 = _strip_vlans(pkt)
+    d["vlans"] = vids
+    for k in ("outer src ip", "outer dst ip", "outer ttl", "udp sport", "udp dport", "outer udp checksum",
+              "outer udp checksum ok", "vxlan flags", "vni", "inner vlans"):
+        d[k] = None
+    inner = pkt
+    if isinstance(l3, IP) and isinstance(l3.payload, UDP) and l3[UDP].dport == VXLAN_PORT:
+        udp = l3[UDP]
+        vx = VXLAN(bytes(udp.payload))
+        d.update({"outer src ip": l3.src, "outer dst ip": l3.dst, "outer ttl": l3.ttl,
+                  "udp sport": udp.sport, "udp dport": udp.dport, "outer udp checksum": udp.chksum,
+                  "outer udp checksum ok": _l4_checksum_ok(l3), "vxlan flags": int(vx.flags),
+                  "vni": vx.vni})
+        inner = Ether(bytes(vx.payload))
+        ivids, l3 = _strip_vlans(inner)
+        d["inner vlans"] = ivids
+    d["inner dst mac"], d["inner src mac"] = inner.dst, inner.src
+    d["_inner"], d["_l3"] = inner, l3 if isinstance(l3, (IP, IPv6)) else None
+    for k in ("src ip", "dst ip", "ttl", "proto", "sport", "dport", "payload", "ipv4 checksum ok",
+              "l4 checksum ok"):
+        d[k] = None
+    if isinstance(l3, IP):
+        d.update({"src ip": l3.src, "dst ip": l3.dst, "ttl": l3.ttl, "proto": l3.proto,
+                  "ipv4 checksum ok": ipv4_checksum_ok(l3)})
+    elif isinstance(l3, IPv6):
+        d.update({"src ip": l3.src, "dst ip": l3.dst, "ttl": l3.hlim, "proto": l3.nh})
+    if isinstance(l3, (IP, IPv6)):
+        l4 = l3.payload
+        if isinstance(l4, (UDP, TCP)):
+            d["sport"], d["dport"] = l4.sport, l4.dport
+            d["l4 checksum ok"] = _l4_checksum_ok(l3)
+        if Raw in l3:
+            d["payload"] = l3[Raw].load
+    return d
+
+
+def describe_wire(pkt):
+    """One line naming the outer and the inner fields of a frame."""
+    d = decode(pkt)
+    parts = [f"{d['src mac']}>{d['dst mac']}"] + [f"vlan {v}" for v in d["vlans"]]
+    if d["vni"] is not None:
+        parts.append(f"{d['outer src ip']}>{d['outer dst ip']} ttl {d['outer ttl']} udp {d['udp sport']}>"
+                     f"{d['udp dport']} csum {d['outer udp checksum']:#06x} vxlan flags {d['vxlan flags']:#04x} "
+                     f"vni {d['vni']} | {d['inner src mac']}>{d['inner dst mac']}"
+                     + "".join(f" vlan {v}" for v in d["inner vlans"]))
+    if d["src ip"]:
+        l4 = f" {d['sport']}>{d['dport']}" if d["sport"] is not None else ""
+        parts.append(f"{d['src ip']}>{d['dst ip']} ttl {d['ttl']} proto {d['proto']}{l4}")
+    else:
+        parts.append(d["_inner"].lastlayer().name)
+    return " ".join(parts)
+
+
+def is_vxlan(pkt):
+    d = decode(pkt)
+    return d["vni"] is not None
+
+
+def payload_match(data):
+    """A capture filter: the (inner) packet carries exactly this payload."""
+    return lambda p: decode(p)["payload"] == data
+
+
+# ---------------------------------------------------------------- expectations
+
+KEY_ORDER = ["vlans", "dst mac", "src mac", "outer src ip", "outer dst ip", "udp dport", "outer udp checksum ok",
+             "vxlan flags", "vni", "inner vlans", "inner dst mac", "inner src mac", "src ip", "dst ip", "ttl",
+             "proto", "sport", "dport", "ipv4 checksum ok", "l4 checksum ok", "udp checksum", "payload"]
+
+
+def egress_wire(seg_name, dst_mac=None):
+    """What the wire part of a frame routed out of segment `seg_name` must be (dict of decode
+    keys): VLAN tag and MACs, or the VXLAN outer headers and the inner MACs. dst_mac: the
+    next hop's MAC when it is not the segment's host (default: the host / gateway)."""
+    seg = SEGMENTS[seg_name]
+    dst_mac = dst_mac or seg.host_mac
+    if seg.kind == "vlan":
+        return {"vlans": [seg.vid], "dst mac": dst_mac, "src mac": seg.mac, "vni": None}
+    fab = FABRICS[seg.fabric]
+    return {"vlans": list(fab.vlans), "dst mac": fab.remote_mac, "src mac": fab.mac,
+            "outer src ip": fab.local, "outer dst ip": fab.remote, "udp dport": VXLAN_PORT,
+            "outer udp checksum ok": True, "vxlan flags": VXLAN_FLAGS_I, "vni": seg.vni, "inner vlans": [],
+            "inner dst mac": dst_mac, "inner src mac": seg.mac}
+
+
+def routed(sent, seg_name, dst_mac=None, hops=1, **override):
+    """The expected decode() of `sent` (a frame sent on fab0) routed out of `seg_name`:
+    egress_wire + the packet unchanged but for the TTL/hop limit (- hops). `override`:
+    decode keys with their expected values (spaces as underscores), e.g. src_ip=...;
+    a value None drops the key from the comparison."""
+    s = decode(sent)
+    want = egress_wire(seg_name, dst_mac)
+    want.update({"src ip": s["src ip"], "dst ip": s["dst ip"], "ttl": s["ttl"] - hops, "proto": s["proto"],
+                 "sport": s["sport"], "dport": s["dport"], "l4 checksum ok": True, "payload": s["payload"]})
+    if s["_l3"] is not None and isinstance(s["_l3"], IP):
+        want["ipv4 checksum ok"] = True
+        if isinstance(s["_l3"].payload, UDP):
+            want["udp checksum"] = s["_l3"][UDP].chksum   # routing leaves it alone
+    elif s["_l3"] is not None and isinstance(s["_l3"].payload, UDP):
+        want["udp checksum"] = s["_l3"][UDP].chksum
+    for k, v in override.items():
+        key = k.replace("_", " ")
+        if v is None:
+            want.pop(key, None)
+        else:
+            want[key] = v
+    return want
+
+
+def mismatches(lab, got, want):
+    """lab.mismatches over the keys of `want` (a dict as routed() returns) against decode(got)."""
+    d = decode(got)
+    if "udp checksum" in want:
+        l3 = d["_l3"]
+        d["udp checksum"] = l3[UDP].chksum if l3 is not None and UDP in l3 else None
+    keys = [k for k in KEY_ORDER if k in want] + [k for k in want if k not in KEY_ORDER]
+    return lab.mismatches([(k, d.get(k), want[k]) for k in keys])
+
+
+def outer_note(pkt):
+    """The outer fields worth a note (not checked): TTL, UDP source port and checksum."""
+    d = decode(pkt)
+    if d["vni"] is None:
+        return "not VXLAN"
+    csum = d["outer udp checksum"]
+    shown = "0 (none)" if csum == 0 else f"{csum:#06x} (valid: {d['outer udp checksum ok']})"
+    return f"outer ttl {d['outer ttl']}, udp sport {d['udp sport']}, udp checksum {shown}"
+
+
+def icmp_of(pkt):
+    """The ICMP layer of a frame's (inner) packet, or None."""
+    l3 = decode(pkt)["_l3"]
+    return l3[ICMP] if l3 is not None and ICMP in l3 else None
+
+
+def tc_blocks(lab, dev, ns=HV_NS, chain=None, stats=True):
+    """`tc [-s] filter show dev DEV ingress [chain N]` split into one text block per filter with a handle."""
+    cmd = ["tc"] + (["-s"] if stats else []) + ["filter", "show", "dev", dev, "ingress"]
+    if chain is not None:
+        cmd += ["chain", str(chain)]
+    r = lab.sh(cmd, ns=ns, check=False)
+    blocks = []
+    for line in r.stdout.splitlines():
+        if line.startswith("filter "):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+    return ["\n".join(b) for b in blocks if " handle " in b[0]]
+
+
+def block_pkts(block):
+    m = re.search(r"Sent (\d+) bytes (\d+) pkt", block)
+    return int(m.group(2)) if m else 0
+
+
+# ---------------------------------------------------------------- checks both scenarios make
+
+def forward_check(lab, name, frame, seg_out, dst_mac=None, notes=None, timeout=5.0, **override):
+    """Send `frame` on fab0; expect it back on fab0 routed out of segment `seg_out` (see routed()),
+    compared field by field. Returns the frame seen (or None); reports one check."""
+    payload = decode(frame)["payload"]
+    got, cap = lab.send_expect(FAB_NS, FAB_DEV, frame, FAB_NS, FAB_DEV, payload_match(payload), timeout=timeout)
+    if got is None:
+        lab.check(name, False, f"no routed frame on fab0 within {timeout:.0f} s; {cap.others_summary()}")
+        return None
+    bad = mismatches(lab, got, routed(frame, seg_out, dst_mac, **override))
+    d = decode(got)
+    if notes is not None and d["vni"] is not None:
+        notes.append((f"{d['src ip']} -> {d['dst ip']} to {d['outer dst ip']} vni {d['vni']}", outer_note(got)))
+    lab.check(name, not bad, f"{bad} in {describe_wire(got)}")
+    return got
+
+
+def nothing_check(lab, name, frames, window=1.0, also=None):
+    """Send `frames` on fab0 and watch fab0 for `window` s: a check that none of their payloads
+    (nor a frame for which also(p)) comes back. Returns the frame that came, or None."""
+    payloads = [decode(f)["payload"] for f in frames]
+    cap = lab.capture(FAB_NS, FAB_DEV)
+    try:
+        for f in frames:
+            lab.send(FAB_NS, FAB_DEV, f)
+        leaked = cap.expect_none(lambda p: decode(p)["payload"] in payloads or (also is not None and also(p)),
+                                 window=window)
+    finally:
+        cap.close()
+    lab.check(f"{name} ({window:.0f} s window)", leaked is None,
+              f"came back: {describe_wire(leaked)}" if leaked is not None else "")
+    return leaked
