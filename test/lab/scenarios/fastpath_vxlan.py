@@ -223,9 +223,20 @@ def check_start(run, rec):
         for dev, v in per_dev.items() if v))
 
 
+EGRESS_VLAN = 0xd9000000    # pipeline.hpp kEgressCounterVlanBase (+ vid)
+EGRESS_VXLAN = 0xda000000   # pipeline.hpp kEgressCounterVxlanBase (+ vni)
+
+
+def egress_counters(lab):
+    return {"vlan 100": action_pkts(lab, "mirred", EGRESS_VLAN + 100),
+            "evpn vni 5001": action_pkts(lab, "mirred", EGRESS_VXLAN + 5001),
+            "aci vni 6001": action_pkts(lab, "mirred", EGRESS_VXLAN + 6001)}
+
+
 def check_datapath(run):
     lab = run.lab
     notes = []
+    before = egress_counters(lab)
     vh.forward_check(lab, "evpn vni 5001 in (10.1.0.2 -> 10.100.0.2) -> vlan 100 out by tc (vid 100, host mac, "
                      "p0.100 mac, ttl 63, ipv4/udp csum, payload)",
                      vh.host_frame("green", "10.100.0.2", 41001, b"dpo-fpvx evpn->vlan"), "blue", notes=notes)
@@ -242,6 +253,13 @@ def check_datapath(run):
                      vh.host_frame("blue", "fd00:6001::2", 41005, b"dpo-fpvx v6 vlan->aci"), "web", notes=notes)
     for what, n in notes:
         lab.note(f"fast path encapsulation, {what}: {n}")
+    # The flow chart's "count", per egress interface: the shared mirred of each one
+    # counted exactly the packets sent out through it above.
+    after = egress_counters(lab)
+    want = {"vlan 100": 2, "evpn vni 5001": 1, "aci vni 6001": 2}
+    delta = {k: (after[k] - before[k]) if None not in (after[k], before[k]) else None for k in want}
+    lab.check("per-egress counters (shared mirred 0xd9000000+vid, 0xda000000+vni) count what left through each "
+              f"interface: {delta}", delta == want, f"want {want}; before {before}, after {after}")
 
 
 def check_nat(run):
