@@ -233,6 +233,33 @@ def egress_counters(lab):
             "aci vni 6001": action_pkts(lab, "mirred", EGRESS_VXLAN + 6001)}
 
 
+def check_dry_run(lab, config):
+    """`dpoffloadd --dry-run` prints what the daemon would install as tc commands: each must
+    be one `tc` accepts on this kernel, the VXLAN device's decap and encap rules included.
+    Installed and removed again before the daemon starts (it would adopt nothing of them:
+    tc commands carry no owner cookie)."""
+    r = lab.sh([lab.daemon_path(), "--dry-run", "--config", config], ns="hv", check=False)
+    cmds = [l.strip() for l in r.stdout.splitlines() if l.strip() and not l.strip().startswith("#")]
+    bad = []
+    for d in ("p0", "vxlan0"):
+        lab.sh(["tc", "qdisc", "add", "dev", d, "clsact"], ns="hv", check=False)
+    # One tc process for all (TCG makes a process per command slow); -force goes on
+    # after an error and names each failed line.
+    batch = "".join(c[len("tc "):] + "\n" for c in cmds if c.startswith("tc "))
+    p = lab.sh(["tc", "-force", "-batch", "-"], ns="hv", check=False, input=batch)
+    for m in re.finditer(r"Command failed -:(\d+)", p.stderr):
+        n = int(m.group(1))
+        bad.append(f"{cmds[n - 1] if 0 < n <= len(cmds) else '?'}: {p.stderr.strip()[-200:]}")
+    if p.returncode != 0 and not bad:
+        bad.append(f"tc -batch exit {p.returncode}: {p.stderr.strip()[-300:]}")
+    per_dev = {d: sum(1 for c in cmds if c.startswith(f"tc filter add dev {d} ")) for d in ("p0", "vxlan0")}
+    lab.check(f"every `dpoffloadd --dry-run` command is accepted by tc ({len(cmds)} commands: {per_dev})",
+              r.returncode == 0 and per_dev["vxlan0"] > 0 and not bad,
+              f"exit {r.returncode}; refused: {bad[:3]}")
+    for d in ("p0", "vxlan0"):
+        lab.sh(["tc", "qdisc", "del", "dev", d, "clsact"], ns="hv", check=False)
+
+
 def check_datapath(run):
     lab = run.lab
     notes = []
@@ -598,6 +625,7 @@ def run(lab):
     fd, config = tempfile.mkstemp(prefix="fastpath_vxlan-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(MAPPING)
+    check_dry_run(lab, config)
     r = Run(lab, config)
     r.monitor = LinkMonitor(lab)
     try:
