@@ -631,6 +631,15 @@ TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
     CHECK(dev_rule(p, "vxlan0", 66049, "prio 7 ") ==
           "tc filter add dev vxlan0 ingress chain 66049 prio 7 protocol ip flower ct_state +trk+new "
           "action gact drop index 3643801601");
+    // VLAN inner -> EVPN outer: NAT on the uplink, then the encapsulating tail.
+    CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.2/32") ==
+          "tc filter add dev p0 ingress chain 256 prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.1.0.2/32 "
+          "action ct zone 7 nat pipe action gact goto chain 4096");
+    CHECK(dev_rule(p, "p0", 4096, "+trk+est") ==
+          "tc filter add dev p0 ingress chain 4096 prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est "
+          "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
+          "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 "
+          "id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
     // No punt path: no way back either.
     CHECK(dev_commands(p, "dpo-inject", 0).empty());
     check_mlx5_shape(p);
