@@ -3,7 +3,10 @@
 
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -14,9 +17,18 @@ namespace dpo::kernel {
 
 namespace {
 
-// Requests go out in batches of at most this many bytes: well under the socket's
-// send buffer, and few enough acks to fit the receive buffer.
+// Requests go out in batches of at most this many bytes (well under the socket's
+// send buffer) and at most receive buffer / kAckRoom messages: every request gets an
+// ack, and each ack holds a whole skb (~0.8 KiB, more with an extack) of the receive
+// buffer until read. With the kernel's default buffer (208 KiB) a 64 KiB batch of
+// ~230-byte requests overran it, and the acks lost with it left the sender waiting.
 constexpr std::size_t kBatchBytes = 64 * 1024;
+constexpr std::size_t kAckRoom = 2048;
+// Room for the acks of many batches; SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN.
+constexpr int kReceiveBuffer = 8 * 1024 * 1024;
+// The kernel answers a batch while sendto() runs (rtnetlink is synchronous), so the
+// acks are queued before the first read; this only bounds a wait that cannot end.
+constexpr int kAckTimeoutSeconds = 30;
 
 std::string errno_text(int e) { return std::strerror(e); }
 
@@ -55,7 +67,16 @@ Result<std::unique_ptr<TcNetlink>> TcNetlink::open() {
     // extack: the kernel says why it refused; cap_ack: acks carry no request copy.
     mnl_socket_setsockopt(s, NETLINK_EXT_ACK, &on, sizeof on);
     mnl_socket_setsockopt(s, NETLINK_CAP_ACK, &on, sizeof on);
-    return std::unique_ptr<TcNetlink>(new TcNetlink(s));
+    const int fd = mnl_socket_get_fd(s);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &kReceiveBuffer, sizeof kReceiveBuffer) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kReceiveBuffer, sizeof kReceiveBuffer);
+    timeval timeout{kAckTimeoutSeconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    int rcvbuf = 0;
+    socklen_t len = sizeof rcvbuf;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len) != 0 || rcvbuf <= 0) rcvbuf = 212992;
+    const std::size_t max_messages = std::max<std::size_t>(1, static_cast<std::size_t>(rcvbuf) / kAckRoom);
+    return std::unique_ptr<TcNetlink>(new TcNetlink(s, max_messages));
 }
 
 TcNetlink::~TcNetlink() { mnl_socket_close(sock_); }
@@ -130,7 +151,7 @@ tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
     };
     auto add = [&](nlmsghdr* nlh, std::string what) {
         nlh->nlmsg_seq = next_seq();
-        if (batch.size() + nlh->nlmsg_len > kBatchBytes) flush();
+        if (batch.size() + nlh->nlmsg_len > kBatchBytes || sent.size() >= max_batch_messages_) flush();
         const auto* bytes = reinterpret_cast<const char*>(nlh);
         batch.insert(batch.end(), bytes, bytes + nlh->nlmsg_len);
         sent.push_back({nlh->nlmsg_seq, std::move(what)});
@@ -168,11 +189,20 @@ void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>
     std::map<std::uint32_t, const Sent*> waiting;
     for (const auto& s : sent) waiting.emplace(s.seq, &s);
     std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE * 4);
+    bool overrun = false;
     while (!waiting.empty()) {
-        const ssize_t n = mnl_socket_recvfrom(sock_, rx.data(), rx.size());
+        // After an overrun the acks that made it are all queued already: read them
+        // without waiting, and stop at an empty queue instead of waiting for the lost.
+        const ssize_t n = recv(mnl_socket_get_fd(sock_), rx.data(), rx.size(), overrun ? MSG_DONTWAIT : 0);
+        if (n < 0 && errno == ENOBUFS && !overrun) {
+            overrun = true;
+            continue;
+        }
         if (n < 0) {
-            const int e = errno;
-            for (const auto& [_, s] : waiting) report.refused.push_back({s->rule, e, "no ack: " + errno_text(e)});
+            const int e = overrun ? ENOBUFS : errno;
+            // Unknown outcome: the caller's dump after the batch says what is installed.
+            for (const auto& [_, s] : waiting)
+                report.refused.push_back({s->rule, e, "ack lost (" + errno_text(e) + "): outcome read back from the dump"});
             return;
         }
         int len = static_cast<int>(n);

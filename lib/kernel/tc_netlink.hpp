@@ -21,7 +21,7 @@ public:
     tc::ApplyReport apply(const reconcile::Plan& plan) override;
 
 private:
-    explicit TcNetlink(mnl_socket* s) : sock_(s) {}
+    TcNetlink(mnl_socket* s, std::size_t max_batch_messages) : sock_(s), max_batch_messages_(max_batch_messages) {}
     struct Sent {
         std::uint32_t seq;
         std::string rule;
@@ -31,6 +31,7 @@ private:
     std::uint32_t next_seq() { return ++seq_; }
 
     mnl_socket* sock_;
+    std::size_t max_batch_messages_;  // acks of one batch must fit the receive buffer
     std::uint32_t seq_ = 0;
 };
 
