@@ -47,6 +47,14 @@ Changes to the plan the kernel forced (6.1):
   UDP checksum the kernel's VXLAN encapsulation leaves for "hardware" would read as
   invalid on fab0 (it is only the pseudo-header sum).
 
+Other numbers: `Topology(...)` describes a hypervisor (uplink, VXLAN device and bridge names,
+MACs, ACI infra VLAN, `fabrics` = underlays (fabric(): IPv4 or IPv6, on the uplink or on
+its infra VLAN device), `segments` (segment()), default and extra routes via a segment's
+host); `DEFAULT` is the fixture above, and the module-level build() and helpers below use it.
+A Topology has its own build(), host_frame(), vxlan_frame(), egress_wire(), routed(),
+forward_check(), nothing_check(), state_dump() and move_to_fabric() (segments to another
+underlay). Outer IPv6 VXLAN frames are built and decoded like IPv4 ones.
+
 Shared helpers: frame builders (inner_packet, vlan_frame, evpn_frame, aci_frame,
 host_frame), decode() (every field a check compares, outer VLAN from PACKET_AUXDATA as
 labkit restores it), routed()/egress_wire() (what a frame routed out of a segment must
@@ -82,14 +90,21 @@ BRIDGE = "br0"
 BRIDGE_MAC = "02:dd:00:00:0b:00"
 P0_MAC = "02:dd:00:00:00:01"
 
+
+def fabric(name, dev, vlans, mac, local_cidr, remote, remote_mac, local6_cidr=None):
+    """A VXLAN underlay: the hypervisor's VTEP (`local_cidr` on `dev`, tagged `vlans` on the wire,
+    source MAC `mac`) and the remote VTEP it talks to (`remote` = `remote_mac`, a static
+    neighbour on `dev`). IPv4 or IPv6 by the address. local6_cidr: an extra IPv6 address on dev."""
+    return types.SimpleNamespace(name=name, dev=dev, vlans=list(vlans), mac=mac, local=local_cidr.split("/")[0],
+                                 local_cidr=local_cidr, local6_cidr=local6_cidr, remote=remote,
+                                 remote_mac=remote_mac)
+
+
 # The two fabrics: where a VTEP's frames come from and go to on the wire.
 FABRICS = {
-    "evpn": types.SimpleNamespace(name="evpn", dev="p0", vlans=[], mac=P0_MAC,
-                                  local="10.0.1.1", local_cidr="10.0.1.1/24", local6_cidr="fd00:1::1/64",
-                                  remote="10.0.1.2", remote_mac="02:fa:00:00:01:02"),
-    "aci": types.SimpleNamespace(name="aci", dev="p0.2", vlans=[2], mac="02:dd:00:00:02:01",
-                                 local="10.0.2.1", local_cidr="10.0.2.1/24", local6_cidr=None,
-                                 remote="10.0.2.10", remote_mac="02:fa:00:00:02:0a"),
+    "evpn": fabric("evpn", "p0", [], P0_MAC, "10.0.1.1/24", "10.0.1.2", "02:fa:00:00:01:02",
+                   local6_cidr="fd00:1::1/64"),
+    "aci": fabric("aci", "p0.2", [2], "02:dd:00:00:02:01", "10.0.2.1/24", "10.0.2.10", "02:fa:00:00:02:0a"),
 }
 ACI_VLAN = 2
 
@@ -100,6 +115,8 @@ def _seg(name, netdev, kind, mac, v4, v6, host4, host6, host_mac, vid=None, vni=
         v4=v4, v6=v6, addr4=v4.split("/")[0], addr6=v6.split("/")[0] if v6 else None,
         host4=host4, host6=host6, host_mac=host_mac)
 
+
+segment = _seg
 
 # The hypervisor's L3 interfaces toward hosts. kind "vlan": vid is the wire VLAN on p0;
 # kind "vxlan": vid is the bridge VLAN of the SVI, vni the VNI, fabric "evpn" or "aci".
@@ -119,109 +136,285 @@ SEGMENTS = {
 
 # ---------------------------------------------------------------- the topology
 
-def build(lab):
-    """Build fab and hv (see the module docstring) and return a namespace naming everything.
+class Topology:
+    """One hypervisor: names, addresses, VLANs, VNIs and VTEPs. The defaults are the lab's
+    fixture (the module docstring, used by slowpath_vxlan and fastpath_vxlan through the
+    module-level functions); a scenario may build a differently numbered one.
 
-    Kernel forwarding is left OFF (ip_forward=0, IPv6 all.forwarding=0): a scenario turns
-    it on when the kernel is to forward. rp_filter is 0 everywhere in hv. The commands go
-    through `ip -batch` / `bridge -batch` (process starts are slow under TCG); `commands`
-    of the result lists them in order, as an operator would type them."""
-    hv, fab = HV_NS, FAB_NS
-    lab.add_netns(hv)
-    lab.add_netns(fab)
-    lab.veth(UPLINK, hv, FAB_DEV, fab, up=False)
-    lab.sysctl(fab, f"net.ipv6.conf.{FAB_DEV}.disable_ipv6", 1)   # the fabric end is a wire
-    lab.sh(["ip", "link", "set", FAB_DEV, "up"], ns=fab)
-    for k in ("all", "default"):
-        lab.sysctl(hv, f"net.ipv4.conf.{k}.rp_filter", 0)
-    lab.sysctl(hv, "net.ipv4.ip_forward", 0)
-    lab.sysctl(hv, "net.ipv6.conf.all.forwarding", 0)
-    done = []
+    fabrics: {name: fabric(...)}: those on the uplink itself (EVPN, untagged; an IPv4 and
+    an IPv6 underlay may share it) and those on a VLAN device of the uplink (ACI:
+    dev = UPLINK.ACI_VLAN, vlans = [ACI_VLAN]). segments: {name: segment(...)}.
+    default_via: the segment whose host is the default gateway (v4, and v6 if it has
+    host6). routes: extra [(prefix, segment name)] via that segment's host."""
 
-    def batch(tool, cmds):
-        """Run `tool -batch -` in hv with cmds (tool omitted from each), checked."""
-        lab.sh([tool, "-n", hv, "-batch", "-"], input="\n".join(cmds) + "\n")
-        done.extend(f"{tool} {c}" for c in cmds)
+    def __init__(self, hv=HV_NS, fab=FAB_NS, fab_dev=FAB_DEV, uplink=UPLINK, uplink_mac=P0_MAC,
+                 vxlan_dev=VXLAN_DEV, bridge=BRIDGE, bridge_mac=BRIDGE_MAC, port=VXLAN_PORT, aci_vlan=ACI_VLAN,
+                 fabrics=None, segments=None, default_via="transit", routes=()):
+        self.hv, self.fab, self.fab_dev, self.uplink, self.uplink_mac = hv, fab, fab_dev, uplink, uplink_mac
+        self.vxlan_dev, self.bridge, self.bridge_mac, self.port, self.aci_vlan = (vxlan_dev, bridge, bridge_mac,
+                                                                                  port, aci_vlan)
+        self.fabrics = FABRICS if fabrics is None else fabrics
+        self.segments = SEGMENTS if segments is None else segments
+        self.default_via, self.routes = default_via, list(routes)
 
-    evpn, aci = FABRICS["evpn"], FABRICS["aci"]
-    vx = [s for s in SEGMENTS.values() if s.kind == "vxlan"]
-    vl = [s for s in SEGMENTS.values() if s.kind == "vlan"]
-    transit = SEGMENTS["transit"]
-    # The uplink, the EVPN underlay on it, the ACI infra VLAN (the ACI VTEP address lives
-    # there), the VLAN interfaces; the bridge, vxlan0 and the SVIs.
-    ip1 = [f"link set {UPLINK} address {P0_MAC}",
-           f"link set {UPLINK} up",
-           f"addr add {evpn.local_cidr} dev {UPLINK}",
-           f"addr add {evpn.local6_cidr} dev {UPLINK} nodad",
-           f"neigh replace {evpn.remote} lladdr {evpn.remote_mac} dev {UPLINK} nud permanent",
-           f"link add link {UPLINK} name {aci.dev} address {aci.mac} type vlan id {ACI_VLAN}",
-           f"link set {aci.dev} addrgenmode none",
-           f"addr add {aci.local_cidr} dev {aci.dev}",
-           f"link set {aci.dev} up",
-           f"neigh replace {aci.remote} lladdr {aci.remote_mac} dev {aci.dev} nud permanent"]
-    for seg in vl:
-        ip1 += [f"link add link {UPLINK} name {seg.netdev} address {seg.mac} type vlan id {seg.vid}",
-                f"addr add {seg.v4} dev {seg.netdev}",
-                f"addr add {seg.v6} dev {seg.netdev} nodad",
-                f"link set {seg.netdev} up",
-                f"neigh replace {seg.host4} lladdr {seg.host_mac} dev {seg.netdev} nud permanent",
-                f"neigh replace {seg.host6} lladdr {seg.host_mac} dev {seg.netdev} nud permanent"]
-    ip1 += [f"route add default via {transit.host4} dev {transit.netdev}",
-            f"route add ::/0 via {transit.host6} dev {transit.netdev}",
-            f"link add {BRIDGE} address {BRIDGE_MAC} type bridge vlan_filtering 1 vlan_default_pvid 0 "
-            "mcast_snooping 0 forward_delay 0",
-            f"link set {BRIDGE} addrgenmode none",
-            f"link add {VXLAN_DEV} type vxlan dstport {VXLAN_PORT} external vnifilter nolearning",
-            f"link set {VXLAN_DEV} addrgenmode none",
-            f"link set {VXLAN_DEV} master {BRIDGE}"]
-    batch("ip", ip1)
-    br1 = [f"link set dev {VXLAN_DEV} vlan_tunnel on learning off"]
-    for s in vx:
-        br1 += [f"vlan add dev {BRIDGE} vid {s.vid} self",
-                f"vlan add dev {VXLAN_DEV} vid {s.vid}",
-                f"vlan add dev {VXLAN_DEV} vid {s.vid} tunnel_info id {s.vni}",
-                f"vni add dev {VXLAN_DEV} vni {s.vni}"]
-    batch("bridge", br1)
-    ip2 = [f"link set {VXLAN_DEV} up", f"link set {BRIDGE} up"]
-    for s in vx:
-        ip2 += [f"link add link {BRIDGE} name {s.netdev} address {s.mac} type vlan id {s.vid}",
-                f"addr add {s.v4} dev {s.netdev}"]
-        if s.v6:
-            ip2.append(f"addr add {s.v6} dev {s.netdev} nodad")
-        else:
-            ip2.append(f"link set {s.netdev} addrgenmode none")
-        ip2 += [f"link set {s.netdev} up",
-                f"neigh replace {s.host4} lladdr {s.host_mac} dev {s.netdev} nud permanent"]
-        if s.host6:
-            ip2.append(f"neigh replace {s.host6} lladdr {s.host_mac} dev {s.netdev} nud permanent")
-    batch("ip", ip2)
-    br2 = []
-    for s in vx:
-        br2 += [  # the SVI's own MAC: delivered to the bridge itself on its VLAN
-                f"fdb replace {s.mac} dev {BRIDGE} vlan {s.vid} self local",
-                # the remote host: bridge fdb (VLAN -> vxlan0), vxlan fdb (MAC + VNI -> VTEP)
-                f"fdb replace {s.host_mac} dev {VXLAN_DEV} vlan {s.vid} master static",
-                f"fdb replace {s.host_mac} dev {VXLAN_DEV} dst {FABRICS[s.fabric].remote} src_vni {s.vni} "
-                f"vni {s.vni} self permanent"]
-    batch("bridge", br2)
-    # VLAN offloads off on both ends of the wire: tags are in the bytes when sent (a capture
-    # reads a received tag from PACKET_AUXDATA either way, labkit.vlans). p0's checksum
-    # offload off too: a veth passes a CHECKSUM_PARTIAL packet on unfinished, so the outer
-    # UDP checksum of an encapsulated frame would be only the pseudo-header sum on fab0.
-    lab.vlan_offload(hv, UPLINK, False)
-    lab.vlan_offload(fab, FAB_DEV, False)
-    lab.sh(["ethtool", "-K", UPLINK, "tx", "off"], ns=hv)
+    # ------------------------------------------------------------ build
+    def build(self, lab):
+        """Build fab and hv (see the module docstring) and return a namespace naming everything.
 
-    binders = udp_binders(lab, VXLAN_PORT)
-    vxdevs = vxlan_devices(lab)
-    if len(vxdevs) != 1 or not binders:
-        raise RuntimeError(f"want exactly one VXLAN device binding UDP {VXLAN_PORT} in {hv}: devices "
-                           f"{vxdevs}, sockets on {VXLAN_PORT}: {binders}")
+        Kernel forwarding is left OFF (ip_forward=0, IPv6 all.forwarding=0): a scenario turns
+        it on when the kernel is to forward. rp_filter is 0 everywhere in hv. The commands go
+        through `ip -batch` / `bridge -batch` (process starts are slow under TCG); `commands`
+        of the result lists them in order, as an operator would type them."""
+        hv, fab, uplink = self.hv, self.fab, self.uplink
+        lab.add_netns(hv)
+        lab.add_netns(fab)
+        lab.veth(uplink, hv, self.fab_dev, fab, up=False)
+        lab.sysctl(fab, f"net.ipv6.conf.{self.fab_dev}.disable_ipv6", 1)   # the fabric end is a wire
+        lab.sh(["ip", "link", "set", self.fab_dev, "up"], ns=fab)
+        for k in ("all", "default"):
+            lab.sysctl(hv, f"net.ipv4.conf.{k}.rp_filter", 0)
+        lab.sysctl(hv, "net.ipv4.ip_forward", 0)
+        lab.sysctl(hv, "net.ipv6.conf.all.forwarding", 0)
+        done = []
 
-    return types.SimpleNamespace(
-        hv=hv, fab=fab, fab_dev=FAB_DEV, uplink=UPLINK, p0_mac=P0_MAC, vxlan_dev=VXLAN_DEV,
-        bridge=BRIDGE, port=VXLAN_PORT, aci_vlan=ACI_VLAN, fabrics=FABRICS, segments=SEGMENTS,
-        by_vni={s.vni: s for s in vx}, vxlan_devices=vxdevs, udp_binders=binders, commands=done)
+        def batch(tool, cmds):
+            """Run `tool -batch -` in hv with cmds (tool omitted from each), checked."""
+            lab.sh([tool, "-n", hv, "-batch", "-"], input="\n".join(cmds) + "\n")
+            done.extend(f"{tool} {c}" for c in cmds)
+
+        def addr(cidr, dev):
+            return f"addr add {cidr} dev {dev}" + (" nodad" if ":" in cidr else "")
+
+        vxd, br = self.vxlan_dev, self.bridge
+        vx = [s for s in self.segments.values() if s.kind == "vxlan"]
+        vl = [s for s in self.segments.values() if s.kind == "vlan"]
+        # The uplink, the underlays on it (EVPN), the infra VLAN devices (the ACI VTEP address
+        # lives there), the VLAN interfaces; the bridge, the VXLAN device and the SVIs.
+        ip1 = [f"link set {uplink} address {self.uplink_mac}",
+               f"link set {uplink} up"]
+        for f in self.fabrics.values():
+            if f.dev != uplink:
+                continue
+            ip1.append(addr(f.local_cidr, uplink))
+            if f.local6_cidr:
+                ip1.append(addr(f.local6_cidr, uplink))
+            ip1.append(f"neigh replace {f.remote} lladdr {f.remote_mac} dev {uplink} nud permanent")
+        for f in self.fabrics.values():
+            if f.dev == uplink:
+                continue
+            ip1 += [f"link add link {uplink} name {f.dev} address {f.mac} type vlan id {f.vlans[0]}",
+                    f"link set {f.dev} addrgenmode none",
+                    addr(f.local_cidr, f.dev),
+                    f"link set {f.dev} up",
+                    f"neigh replace {f.remote} lladdr {f.remote_mac} dev {f.dev} nud permanent"]
+        for seg in vl:
+            ip1 += [f"link add link {uplink} name {seg.netdev} address {seg.mac} type vlan id {seg.vid}",
+                    f"addr add {seg.v4} dev {seg.netdev}"]
+            if seg.v6:
+                ip1.append(f"addr add {seg.v6} dev {seg.netdev} nodad")
+            ip1 += [f"link set {seg.netdev} up",
+                    f"neigh replace {seg.host4} lladdr {seg.host_mac} dev {seg.netdev} nud permanent"]
+            if seg.host6:
+                ip1.append(f"neigh replace {seg.host6} lladdr {seg.host_mac} dev {seg.netdev} nud permanent")
+        routes = [(p, self.segments[n]) for p, n in
+                  ([("default", self.default_via), ("::/0", self.default_via)] if self.default_via else [])
+                  + self.routes]
+        routes = [(p, s, s.host6 if p == "::/0" or ":" in p else s.host4) for p, s in routes]
+        routes = [(p, s, via) for p, s, via in routes if via]
+        ip1 += [f"route add {p} via {via} dev {s.netdev}" for p, s, via in routes if s.kind == "vlan"]
+        ip1 += [f"link add {br} address {self.bridge_mac} type bridge vlan_filtering 1 vlan_default_pvid 0 "
+                "mcast_snooping 0 forward_delay 0",
+                f"link set {br} addrgenmode none",
+                f"link add {vxd} type vxlan dstport {self.port} external vnifilter nolearning",
+                f"link set {vxd} addrgenmode none",
+                f"link set {vxd} master {br}"]
+        batch("ip", ip1)
+        br1 = [f"link set dev {vxd} vlan_tunnel on learning off"]
+        for s in vx:
+            br1 += [f"vlan add dev {br} vid {s.vid} self",
+                    f"vlan add dev {vxd} vid {s.vid}",
+                    f"vlan add dev {vxd} vid {s.vid} tunnel_info id {s.vni}",
+                    f"vni add dev {vxd} vni {s.vni}"]
+        batch("bridge", br1)
+        ip2 = [f"link set {vxd} up", f"link set {br} up"]
+        for s in vx:
+            ip2 += [f"link add link {br} name {s.netdev} address {s.mac} type vlan id {s.vid}",
+                    f"addr add {s.v4} dev {s.netdev}"]
+            if s.v6:
+                ip2.append(f"addr add {s.v6} dev {s.netdev} nodad")
+            else:
+                ip2.append(f"link set {s.netdev} addrgenmode none")
+            ip2 += [f"link set {s.netdev} up",
+                    f"neigh replace {s.host4} lladdr {s.host_mac} dev {s.netdev} nud permanent"]
+            if s.host6:
+                ip2.append(f"neigh replace {s.host6} lladdr {s.host_mac} dev {s.netdev} nud permanent")
+        ip2 += [f"route add {p} via {via} dev {s.netdev}" for p, s, via in routes if s.kind == "vxlan"]
+        batch("ip", ip2)
+        br2 = []
+        for s in vx:
+            br2 += [  # the SVI's own MAC: delivered to the bridge itself on its VLAN
+                    f"fdb replace {s.mac} dev {br} vlan {s.vid} self local",
+                    # the remote host: bridge fdb (VLAN -> vxlan0), vxlan fdb (MAC + VNI -> VTEP)
+                    f"fdb replace {s.host_mac} dev {vxd} vlan {s.vid} master static",
+                    self._vxlan_fdb(s)]
+        batch("bridge", br2)
+        # VLAN offloads off on both ends of the wire: tags are in the bytes when sent (a capture
+        # reads a received tag from PACKET_AUXDATA either way, labkit.vlans). The uplink's checksum
+        # offload off too: a veth passes a CHECKSUM_PARTIAL packet on unfinished, so the outer
+        # UDP checksum of an encapsulated frame would be only the pseudo-header sum on fab0.
+        lab.vlan_offload(hv, uplink, False)
+        lab.vlan_offload(fab, self.fab_dev, False)
+        lab.sh(["ethtool", "-K", uplink, "tx", "off"], ns=hv)
+
+        binders = udp_binders(lab, self.port, hv)
+        vxdevs = vxlan_devices(lab, hv)
+        if len(vxdevs) != 1 or not binders:
+            raise RuntimeError(f"want exactly one VXLAN device binding UDP {self.port} in {hv}: devices "
+                               f"{vxdevs}, sockets on {self.port}: {binders}")
+
+        return types.SimpleNamespace(
+            hv=hv, fab=fab, fab_dev=self.fab_dev, uplink=uplink, p0_mac=self.uplink_mac, vxlan_dev=vxd,
+            bridge=br, port=self.port, aci_vlan=self.aci_vlan, fabrics=self.fabrics, segments=self.segments,
+            by_vni={s.vni: s for s in vx}, vxlan_devices=vxdevs, udp_binders=binders, commands=done, topo=self)
+
+    def _vxlan_fdb(self, s):
+        return (f"fdb replace {s.host_mac} dev {self.vxlan_dev} dst {self.fabrics[s.fabric].remote} "
+                f"src_vni {s.vni} vni {s.vni} self permanent")
+
+    def move_to_fabric(self, lab, seg_names, fabric_name):
+        """Put segments on another fabric (e.g. EVPN over an IPv6 underlay): the frames and
+        expectations of this topology follow at once; the kernel's vxlan fdb entries of their
+        hosts are pointed at that fabric's remote VTEP (`bridge fdb replace ... dst VTEP`).
+        Returns (the bridge commands, their CompletedProcess): the kernel may refuse them, e.g.
+        a remote of the other address family than the VXLAN device's (EAFNOSUPPORT)."""
+        cmds = []
+        for n in seg_names:
+            s = self.segments[n]
+            s.fabric = fabric_name
+            cmds.append(self._vxlan_fdb(s))
+        r = lab.sh(["bridge", "-n", self.hv, "-batch", "-"], input="\n".join(cmds) + "\n", check=False)
+        return [f"bridge {c}" for c in cmds], r
+
+    def state_dump(self, lab, ns=None):
+        """Lines describing the slow path's state (for a failure trace)."""
+        ns = ns or self.hv
+        vids = [s.vid for s in self.segments.values() if s.kind == "vxlan"]
+        out = []
+        for cmd in (["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "neigh"], ["ip", "route"],
+                    ["bridge", "vlan", "show"], ["bridge", "vlan", "tunnelshow"], ["bridge", "vni", "show"],
+                    ["bridge", "fdb", "show", "dev", self.vxlan_dev],
+                    ["bridge", "fdb", "show", "br", self.bridge, "vlan", str(vids[0] if vids else 1)],
+                    ["ip", "-s", "link", "show", "dev", self.vxlan_dev]):
+            r = lab.sh(cmd, ns=ns, check=False)
+            out.append(f"---- {' '.join(cmd)}")
+            out += [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+        return out
+
+    # ------------------------------------------------------------ frames
+    def vxlan_frame(self, fabric, vni, inner, sport=OUTER_SPORT, ttl=64):
+        """`inner` as the fabric's remote VTEP sends it to the hypervisor's local VTEP (outer
+        IPv4 or IPv6 as the fabric's addresses are; scapy fills in the UDP checksum)."""
+        if isinstance(fabric, str):
+            fabric = self.fabrics[fabric]
+        outer = Ether(dst=fabric.mac, src=fabric.remote_mac)
+        for vid in fabric.vlans:
+            outer = outer / Dot1Q(vlan=vid)
+        l3 = (IPv6(src=fabric.remote, dst=fabric.local, hlim=ttl) if ":" in fabric.remote
+              else IP(src=fabric.remote, dst=fabric.local, ttl=ttl))
+        return outer / l3 / UDP(sport=sport, dport=self.port) / VXLAN(flags=VXLAN_FLAGS_I, vni=vni) / inner
+
+    def host_frame(self, seg_name, dst_ip, sport, payload, ttl=64, src_ip=None, dport=5001, l4=None, vni=None,
+                   router_mac=None):
+        """What a host of segment `seg_name` sends to its router, on the wire of the fabric end:
+        tagged for a VLAN segment, VXLAN-encapsulated by its VTEP for an EVPN/ACI one (`vni`
+        overrides the VNI)."""
+        seg = self.segments[seg_name]
+        v6 = ":" in dst_ip
+        src = src_ip or (seg.host6 if v6 else seg.host4)
+        inner = inner_packet(seg.host_mac, router_mac or seg.mac, src, dst_ip, sport, payload, ttl, dport, l4)
+        if seg.kind == "vlan":
+            return vlan_frame(seg.vid, inner)
+        return self.vxlan_frame(self.fabrics[seg.fabric], vni if vni is not None else seg.vni, inner)
+
+    # ------------------------------------------------------------ expectations
+    def egress_wire(self, seg_name, dst_mac=None):
+        """What the wire part of a frame routed out of segment `seg_name` must be (dict of decode
+        keys): VLAN tag and MACs, or the VXLAN outer headers and the inner MACs. dst_mac: the
+        next hop's MAC when it is not the segment's host (default: the host / gateway)."""
+        seg = self.segments[seg_name]
+        dst_mac = dst_mac or seg.host_mac
+        if seg.kind == "vlan":
+            return {"vlans": [seg.vid], "dst mac": dst_mac, "src mac": seg.mac, "vni": None}
+        fab = self.fabrics[seg.fabric]
+        return {"vlans": list(fab.vlans), "dst mac": fab.remote_mac, "src mac": fab.mac,
+                "outer src ip": fab.local, "outer dst ip": fab.remote, "udp dport": self.port,
+                "outer udp checksum ok": True, "vxlan flags": VXLAN_FLAGS_I, "vni": seg.vni, "inner vlans": [],
+                "inner dst mac": dst_mac, "inner src mac": seg.mac}
+
+    def routed(self, sent, seg_name, dst_mac=None, hops=1, **override):
+        """The expected decode() of `sent` (a frame sent on the fabric end) routed out of `seg_name`:
+        egress_wire + the packet unchanged but for the TTL/hop limit (- hops). `override`:
+        decode keys with their expected values (spaces as underscores), e.g. src_ip=...;
+        a value None drops the key from the comparison."""
+        s = decode(sent)
+        want = self.egress_wire(seg_name, dst_mac)
+        want.update({"src ip": s["src ip"], "dst ip": s["dst ip"], "ttl": s["ttl"] - hops, "proto": s["proto"],
+                     "sport": s["sport"], "dport": s["dport"], "l4 checksum ok": True, "payload": s["payload"]})
+        if s["_l3"] is not None and isinstance(s["_l3"], IP):
+            want["ipv4 checksum ok"] = True
+            if isinstance(s["_l3"].payload, UDP):
+                want["udp checksum"] = s["_l3"][UDP].chksum   # routing leaves it alone
+        elif s["_l3"] is not None and isinstance(s["_l3"].payload, UDP):
+            want["udp checksum"] = s["_l3"][UDP].chksum
+        for k, v in override.items():
+            key = k.replace("_", " ")
+            if v is None:
+                want.pop(key, None)
+            else:
+                want[key] = v
+        return want
+
+    # ------------------------------------------------------------ checks
+    def forward_check(self, lab, name, frame, seg_out, dst_mac=None, notes=None, timeout=5.0, **override):
+        """Send `frame` on the fabric end; expect it back there routed out of segment `seg_out`
+        (see routed()), compared field by field. Returns the frame seen (or None); reports one check."""
+        payload = decode(frame)["payload"]
+        got, cap = lab.send_expect(self.fab, self.fab_dev, frame, self.fab, self.fab_dev, payload_match(payload),
+                                   timeout=timeout)
+        if got is None:
+            lab.check(name, False, f"no routed frame on {self.fab_dev} within {timeout:.0f} s; "
+                                   f"{cap.others_summary()}")
+            return None
+        bad = mismatches(lab, got, self.routed(frame, seg_out, dst_mac, **override))
+        d = decode(got)
+        if notes is not None and d["vni"] is not None:
+            notes.append((f"{d['src ip']} -> {d['dst ip']} to {d['outer dst ip']} vni {d['vni']}", outer_note(got)))
+        lab.check(name, not bad, f"{bad} in {describe_wire(got)}")
+        return got
+
+    def nothing_check(self, lab, name, frames, window=1.0, also=None):
+        """Send `frames` on the fabric end and watch it for `window` s: a check that none of their
+        payloads (nor a frame for which also(p)) comes back. Returns the frame that came, or None."""
+        payloads = [decode(f)["payload"] for f in frames]
+        cap = lab.capture(self.fab, self.fab_dev)
+        try:
+            for f in frames:
+                lab.send(self.fab, self.fab_dev, f)
+            leaked = cap.expect_none(lambda p: decode(p)["payload"] in payloads or (also is not None and also(p)),
+                                     window=window)
+        finally:
+            cap.close()
+        lab.check(f"{name} ({window:.0f} s window)", leaked is None,
+                  f"came back: {describe_wire(leaked)}" if leaked is not None else "")
+        return leaked
+
+
+DEFAULT = Topology()   # the fixture: what the module-level functions below use
+
+
+def build(lab, topo=None):
+    """Build `topo` (default: the fixture of the module docstring); see Topology.build."""
+    return (topo or DEFAULT).build(lab)
 
 
 vxlan_info = {}   # name -> `ip -j -d link show` info_data of the devices vxlan_devices() saw
@@ -270,16 +463,8 @@ def read_forwarding(lab, ns=HV_NS):
 
 
 def state_dump(lab, ns=HV_NS):
-    """Lines describing the slow path's state (for a failure trace)."""
-    out = []
-    for cmd in (["ip", "-br", "link"], ["ip", "-br", "addr"], ["ip", "neigh"], ["ip", "route"],
-                ["bridge", "vlan", "show"], ["bridge", "vlan", "tunnelshow"], ["bridge", "vni", "show"],
-                ["bridge", "fdb", "show", "dev", VXLAN_DEV], ["bridge", "fdb", "show", "br", BRIDGE, "vlan", "10"],
-                ["ip", "-s", "link", "show", "dev", VXLAN_DEV]):
-        r = lab.sh(cmd, ns=ns, check=False)
-        out.append(f"---- {' '.join(cmd)}")
-        out += [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
-    return out
+    """Lines describing the fixture's slow-path state (for a failure trace)."""
+    return DEFAULT.state_dump(lab, ns)
 
 
 # ---------------------------------------------------------------- frames
@@ -299,11 +484,7 @@ def vlan_frame(vid, inner):
 
 def vxlan_frame(fabric, vni, inner, sport=OUTER_SPORT, ttl=64):
     """`inner` as the fabric's remote VTEP sends it to the hypervisor's local VTEP."""
-    outer = Ether(dst=fabric.mac, src=fabric.remote_mac)
-    for vid in fabric.vlans:
-        outer = outer / Dot1Q(vlan=vid)
-    return (outer / IP(src=fabric.remote, dst=fabric.local, ttl=ttl)
-            / UDP(sport=sport, dport=VXLAN_PORT) / VXLAN(flags=VXLAN_FLAGS_I, vni=vni) / inner)
+    return DEFAULT.vxlan_frame(fabric, vni, inner, sport, ttl)
 
 
 def evpn_frame(vni, inner, sport=OUTER_SPORT):
@@ -318,15 +499,10 @@ def aci_frame(vni, inner, sport=OUTER_SPORT):
 
 def host_frame(seg_name, dst_ip, sport, payload, ttl=64, src_ip=None, dport=5001, l4=None, vni=None,
                router_mac=None):
-    """What a host of segment `seg_name` sends to its router, on the wire of fab0: tagged for a
-    VLAN segment, VXLAN-encapsulated by its VTEP for an EVPN/ACI one (`vni` overrides the VNI)."""
-    seg = SEGMENTS[seg_name]
-    v6 = ":" in dst_ip
-    src = src_ip or (seg.host6 if v6 else seg.host4)
-    inner = inner_packet(seg.host_mac, router_mac or seg.mac, src, dst_ip, sport, payload, ttl, dport, l4)
-    if seg.kind == "vlan":
-        return vlan_frame(seg.vid, inner)
-    return vxlan_frame(FABRICS[seg.fabric], vni if vni is not None else seg.vni, inner)
+    """What a host of the fixture's segment `seg_name` sends to its router, on the wire of fab0:
+    tagged for a VLAN segment, VXLAN-encapsulated by its VTEP for an EVPN/ACI one (`vni`
+    overrides the VNI). See Topology.host_frame."""
+    return DEFAULT.host_frame(seg_name, dst_ip, sport, payload, ttl, src_ip, dport, l4, vni, router_mac)
 
 
 # ---------------------------------------------------------------- decoding
@@ -373,10 +549,11 @@ def decode(pkt):
               "outer udp checksum ok", "vxlan flags", "vni", "inner vlans"):
         d[k] = None
     inner = pkt
-    if isinstance(l3, IP) and isinstance(l3.payload, UDP) and l3[UDP].dport == VXLAN_PORT:
+    if isinstance(l3, (IP, IPv6)) and isinstance(l3.payload, UDP) and l3[UDP].dport == VXLAN_PORT:
         udp = l3[UDP]
         vx = VXLAN(bytes(udp.payload))
-        d.update({"outer src ip": l3.src, "outer dst ip": l3.dst, "outer ttl": l3.ttl,
+        d.update({"outer src ip": l3.src, "outer dst ip": l3.dst,
+                  "outer ttl": l3.ttl if isinstance(l3, IP) else l3.hlim,
                   "udp sport": udp.sport, "udp dport": udp.dport, "outer udp checksum": udp.chksum,
                   "outer udp checksum ok": _l4_checksum_ok(l3), "vxlan flags": int(vx.flags),
                   "vni": vx.vni})
@@ -438,42 +615,13 @@ KEY_ORDER = ["vlans", "dst mac", "src mac", "outer src ip", "outer dst ip", "udp
 
 
 def egress_wire(seg_name, dst_mac=None):
-    """What the wire part of a frame routed out of segment `seg_name` must be (dict of decode
-    keys): VLAN tag and MACs, or the VXLAN outer headers and the inner MACs. dst_mac: the
-    next hop's MAC when it is not the segment's host (default: the host / gateway)."""
-    seg = SEGMENTS[seg_name]
-    dst_mac = dst_mac or seg.host_mac
-    if seg.kind == "vlan":
-        return {"vlans": [seg.vid], "dst mac": dst_mac, "src mac": seg.mac, "vni": None}
-    fab = FABRICS[seg.fabric]
-    return {"vlans": list(fab.vlans), "dst mac": fab.remote_mac, "src mac": fab.mac,
-            "outer src ip": fab.local, "outer dst ip": fab.remote, "udp dport": VXLAN_PORT,
-            "outer udp checksum ok": True, "vxlan flags": VXLAN_FLAGS_I, "vni": seg.vni, "inner vlans": [],
-            "inner dst mac": dst_mac, "inner src mac": seg.mac}
+    """Topology.egress_wire of the fixture."""
+    return DEFAULT.egress_wire(seg_name, dst_mac)
 
 
 def routed(sent, seg_name, dst_mac=None, hops=1, **override):
-    """The expected decode() of `sent` (a frame sent on fab0) routed out of `seg_name`:
-    egress_wire + the packet unchanged but for the TTL/hop limit (- hops). `override`:
-    decode keys with their expected values (spaces as underscores), e.g. src_ip=...;
-    a value None drops the key from the comparison."""
-    s = decode(sent)
-    want = egress_wire(seg_name, dst_mac)
-    want.update({"src ip": s["src ip"], "dst ip": s["dst ip"], "ttl": s["ttl"] - hops, "proto": s["proto"],
-                 "sport": s["sport"], "dport": s["dport"], "l4 checksum ok": True, "payload": s["payload"]})
-    if s["_l3"] is not None and isinstance(s["_l3"], IP):
-        want["ipv4 checksum ok"] = True
-        if isinstance(s["_l3"].payload, UDP):
-            want["udp checksum"] = s["_l3"][UDP].chksum   # routing leaves it alone
-    elif s["_l3"] is not None and isinstance(s["_l3"].payload, UDP):
-        want["udp checksum"] = s["_l3"][UDP].chksum
-    for k, v in override.items():
-        key = k.replace("_", " ")
-        if v is None:
-            want.pop(key, None)
-        else:
-            want[key] = v
-    return want
+    """Topology.routed of the fixture."""
+    return DEFAULT.routed(sent, seg_name, dst_mac, hops, **override)
 
 
 def mismatches(lab, got, want):
@@ -525,33 +673,10 @@ def block_pkts(block):
 # ---------------------------------------------------------------- checks both scenarios make
 
 def forward_check(lab, name, frame, seg_out, dst_mac=None, notes=None, timeout=5.0, **override):
-    """Send `frame` on fab0; expect it back on fab0 routed out of segment `seg_out` (see routed()),
-    compared field by field. Returns the frame seen (or None); reports one check."""
-    payload = decode(frame)["payload"]
-    got, cap = lab.send_expect(FAB_NS, FAB_DEV, frame, FAB_NS, FAB_DEV, payload_match(payload), timeout=timeout)
-    if got is None:
-        lab.check(name, False, f"no routed frame on fab0 within {timeout:.0f} s; {cap.others_summary()}")
-        return None
-    bad = mismatches(lab, got, routed(frame, seg_out, dst_mac, **override))
-    d = decode(got)
-    if notes is not None and d["vni"] is not None:
-        notes.append((f"{d['src ip']} -> {d['dst ip']} to {d['outer dst ip']} vni {d['vni']}", outer_note(got)))
-    lab.check(name, not bad, f"{bad} in {describe_wire(got)}")
-    return got
+    """Topology.forward_check of the fixture: send `frame` on fab0, expect it routed out of `seg_out`."""
+    return DEFAULT.forward_check(lab, name, frame, seg_out, dst_mac, notes, timeout, **override)
 
 
 def nothing_check(lab, name, frames, window=1.0, also=None):
-    """Send `frames` on fab0 and watch fab0 for `window` s: a check that none of their payloads
-    (nor a frame for which also(p)) comes back. Returns the frame that came, or None."""
-    payloads = [decode(f)["payload"] for f in frames]
-    cap = lab.capture(FAB_NS, FAB_DEV)
-    try:
-        for f in frames:
-            lab.send(FAB_NS, FAB_DEV, f)
-        leaked = cap.expect_none(lambda p: decode(p)["payload"] in payloads or (also is not None and also(p)),
-                                 window=window)
-    finally:
-        cap.close()
-    lab.check(f"{name} ({window:.0f} s window)", leaked is None,
-              f"came back: {describe_wire(leaked)}" if leaked is not None else "")
-    return leaked
+    """Topology.nothing_check of the fixture: none of `frames` comes back on fab0 within `window` s."""
+    return DEFAULT.nothing_check(lab, name, frames, window, also)
