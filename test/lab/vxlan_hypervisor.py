@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A hypervisor whose kernel alone forwards VLAN, EVPN and Cisco ACI traffic: the topology of
-the lab scenarios slowpath_vxlan and fastpath_vxlan, and the frame helpers they share.
+the lab scenarios slowpath_vxlan, fastpath_vxlan and fastpath_vxlan_alt, and the frame, check
+and tc helpers they share.
 
     netns fab                          netns hv (the hypervisor)
     fab0 <-------- veth --------> p0   02:dd:00:00:00:01  10.0.1.1/24 fd00:1::1/64  EVPN underlay
@@ -58,7 +59,14 @@ underlay). Outer IPv6 VXLAN frames are built and decoded like IPv4 ones.
 Shared helpers: frame builders (inner_packet, vlan_frame, evpn_frame, aci_frame,
 host_frame), decode() (every field a check compares, outer VLAN from PACKET_AUXDATA as
 labkit restores it), routed()/egress_wire() (what a frame routed out of a segment must
-look like) and mismatches(), forward_check() and nothing_check().
+look like) and mismatches(), forward_check() and nothing_check(), time_exceeded() and
+time_exceeded_check() (inner TTL 1 answered by the router, encapsulated).
+
+For the fast path scenarios (the daemon's rules): pipeline.hpp's chain, prio and action index
+numbers; Rule (one filter of `tc -s filter show`), rules(), action_pkts(), decap_rules() and
+decap_mismatches(), counter_deltas(), reconciled_check(), forwarding_off_check(),
+daemon_flush(); on a Topology, nat_first_check() (a subscriber's first packet: punted,
+chunk, translated), dropped_check() (unsolicited traffic dropped and counted) and trace().
 
 Only one device binds UDP 4789 in hv: vxlan0 (its IPv4 and IPv6 sockets). A VNI that is
 not in vxlan0's vnifilter list (9999) is dropped by the VXLAN socket: it never reaches
@@ -67,15 +75,16 @@ vxlan0, so neither the kernel nor tc on vxlan0 sees it.
 
 import json
 import re
+import time
 import types
 
-from scapy.layers.inet import IP, TCP, UDP, ICMP
+from scapy.layers.inet import IP, TCP, UDP, ICMP, IPerror, UDPerror
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from labkit import ipv4_checksum_ok
+from labkit import ipv4_checksum_ok, parse_log_line
 
 VXLAN_PORT = 4789
 VXLAN_FLAGS_I = 0x08          # the only flag a non-GPE VXLAN frame carries
@@ -408,6 +417,101 @@ class Topology:
                   f"came back: {describe_wire(leaked)}" if leaked is not None else "")
         return leaked
 
+    def time_exceeded_check(self, lab, name, icmp, others, sent, seg_name):
+        """A check that `icmp` (a frame seen on the fabric end, None if none came: `others` then
+        says what did) is the ICMP time exceeded the router of segment `seg_name` (IPv4) sends
+        its host for `sent` (that host's packet, TTL 1): routed out of seg_name as egress_wire
+        says, from the segment's address, code 0, quoting sent's destination and TTL 1."""
+        if icmp is None:
+            return lab.check(name, False, f"no ICMP time exceeded seen; {others}")
+        seg = self.segments[seg_name]
+        want = self.egress_wire(seg_name)
+        want.update({"src ip": seg.addr4, "dst ip": seg.host4, "proto": 1, "ipv4 checksum ok": True})
+        more = lab.mismatches([("icmp code", icmp_of(icmp).code, 0),
+                               ("quoted dst", icmp[IPerror].dst, decode(sent)["dst ip"]),
+                               ("quoted ttl", icmp[IPerror].ttl, 1)])
+        bad = "; ".join(x for x in (mismatches(lab, icmp, want), more) if x)
+        return lab.check(name, not bad, f"{bad} in {describe_wire(icmp)}")
+
+    # ------------------------------------------------------------ the daemon's fast path
+    def nat_first_check(self, lab, daemon, name, frame, sub, seg_out, pool, notes=None, timeout=5.0,
+                        punt_in_name=False):
+        """A subscriber's first packet toward an outer interface: punted, a chunk pulled, the
+        packet put back and translated. Send `frame` (of subscriber `sub`) on the fabric end;
+        check that it comes out of `seg_out` once, as routed() says but for its source: an
+        address of `pool` and a port of the chunk `daemon` logs (`chunk-allocated`). One check:
+        `name: <ms> ms, <public>:<port> (<the chunk line>[; <punt counter>])`. `notes`: as
+        forward_check's. Returns a namespace: got (the frame that came out, or None), public and
+        port (its source, or None), chunk ((public, lo, hi) of the logged chunk, or None), delay
+        (s, or None), punt_note (the punt counter before -> after)."""
+        since = len(daemon.lines())
+        payload = decode(frame)["payload"]
+        punted0 = action_pkts(lab, "mirred", PUNT_INDEX)
+        cap = lab.capture(self.fab, self.fab_dev)
+        try:
+            t0 = time.time()
+            lab.send(self.fab, self.fab_dev, frame)
+            got = cap.expect(payload_match(payload), timeout)
+            dup = cap.expect_none(payload_match(payload), window=0.3) if got is not None else None
+            others = cap.others_summary()
+        finally:
+            cap.close()
+        fields, why, _i = daemon.wait_event("chunk-allocated", lambda f: f.get("subscriber") == sub,
+                                            2.0 if got is not None else 0.5, since)
+        res = types.SimpleNamespace(got=got, public=None, port=None, chunk=None, delay=None,
+                                    punt_note=f"punt counter {punted0} -> {action_pkts(lab, 'mirred', PUNT_INDEX)}")
+        if fields is not None:
+            lo, _, hi = fields.get("ports", "0-0").partition("-")
+            res.chunk = (fields.get("public"), int(lo), int(hi or 0))
+        if got is None:
+            lab.check(name, False, f"not seen on {self.fab_dev} within {timeout:.0f} s ({res.punt_note}; chunk log: "
+                                   f"{why}); {others}")
+            return res
+        res.delay = got.time - t0
+        g = decode(got)
+        res.public, res.port = g["src ip"], g["sport"]
+        pub, lo, hi = res.chunk or (None, 0, -1)
+        bad = mismatches(lab, got, self.routed(frame, seg_out, src_ip=pub or "a pool address (no chunk-allocated line)",
+                                               sport=None, udp_checksum=None))
+        more = lab.mismatches([("src port in chunk", lo <= (g["sport"] or 0) <= hi, True),
+                               ("src ip in pool", g["src ip"] in pool, True), ("came out once", dup is None, True)])
+        bad = "; ".join(x for x in (bad, more) if x)
+        if notes is not None and g["vni"] is not None:
+            notes.append((f"nat first packet to {g['outer dst ip']} vni {g['vni']}", outer_note(got)))
+        punt = f"; {res.punt_note}" if punt_in_name else ""
+        lab.check(f"{name}: {res.delay * 1000:.0f} ms, {g['src ip']}:{g['sport']} "
+                  f"({why.strip() if fields else 'no chunk-allocated line'}{punt})", not bad,
+                  f"{bad} in {describe_wire(got)}")
+        return res
+
+    def dropped_check(self, lab, name, counted, frames, window=1.0):
+        """nothing_check(name, frames), then a check that the outer-new drop (gact DROP_OUTER_NEW)
+        counted each frame: its name is `counted` formatted with index, n0 and n1 (the counter
+        before and after). Returns what nothing_check returns."""
+        n0 = action_pkts(lab, "gact", DROP_OUTER_NEW)
+        leaked = self.nothing_check(lab, name, frames, window)
+        n1 = action_pkts(lab, "gact", DROP_OUTER_NEW)
+        lab.check(counted.format(index=DROP_OUTER_NEW, n0=n0, n1=n1),
+                  leaked is None and None not in (n0, n1) and n1 - n0 == len(frames),
+                  f"counter {n0} -> {n1}, want +{len(frames)}")
+        return leaked
+
+    def trace(self, lab, devices, daemons):
+        """Print (as trace lines) the rules on `devices`, the last log lines of `daemons` and
+        state_dump(): what a failed fast path scenario shows."""
+        out = lambda s: print(f"  | {s}", flush=True)  # noqa: E731
+        for dev in devices:
+            rs = rules(lab, dev, self.hv)
+            out(f"---- tc -s filter show dev {dev} ingress: {len(rs)} rules")
+            for r in rs:
+                out(r.summary())
+        for d in daemons:
+            out(f"---- daemon {d.tag} log (last 30 lines)")
+            for line in d.lines()[-30:]:
+                out(line)
+        for line in self.state_dump(lab):
+            out(line)
+
 
 DEFAULT = Topology()   # the fixture: what the module-level functions below use
 
@@ -680,3 +784,131 @@ def forward_check(lab, name, frame, seg_out, dst_mac=None, notes=None, timeout=5
 def nothing_check(lab, name, frames, window=1.0, also=None):
     """Topology.nothing_check of the fixture: none of `frames` comes back on fab0 within `window` s."""
     return DEFAULT.nothing_check(lab, name, frames, window, also)
+
+
+def time_exceeded(cap, sent):
+    """Wait on capture `cap` for an ICMP time exceeded quoting `sent` (a UDP packet, known by its
+    source port): the frame, or None."""
+    sport = decode(sent)["sport"]
+    return cap.expect(lambda p: (icmp_of(p) is not None and icmp_of(p).type == 11
+                                 and UDPerror in p and p[UDPerror].sport == sport))
+
+
+def time_exceeded_check(lab, name, icmp, others, sent, seg_name):
+    """Topology.time_exceeded_check of the fixture."""
+    return DEFAULT.time_exceeded_check(lab, name, icmp, others, sent, seg_name)
+
+
+# ---------------------------------------------------------------- the daemon's tc rules (fast path scenarios)
+
+# lib/core/compile/pipeline.hpp
+CHAIN_VXLAN_BASE = 0x10000    # kChainVxlanBase: the VXLAN device's chains are it + the uplink's
+CHAIN_INNER = 0x100           # kChainInner
+CHAIN_OUTER = 0x200           # kChainOuter
+PRIO_DECAP = 1                # kPrioDecap: the VXLAN device's chain 0, one rule per VNI
+PUNT_INDEX = 0xd9200000       # kPuntIndex (mirred)
+DROP_OUTER_NEW = 0xd9300001   # kDropOuterNew (gact)
+EGRESS_VLAN = 0xd9000000      # kEgressCounterVlanBase (+ vid; mirred)
+EGRESS_VXLAN = 0xda000000     # kEgressCounterVxlanBase (+ vni; mirred)
+
+
+class Rule:
+    """One filter (with a handle) of `tc -s filter show dev DEV ingress`: chain, pref, protocol,
+    keys (the flower match), actions (one text each), pkts (its counter), in_hw."""
+
+    KEY = re.compile(r"^\s+([a-z][a-z0-9_]*) (\S+)$")
+
+    def __init__(self, dev, block):
+        self.dev, self.block = dev, block
+        lines = block.splitlines()
+        m = re.search(r"chain (\d+)", lines[0])
+        self.chain = int(m.group(1)) if m else 0
+        m = re.search(r"pref (\d+)", lines[0])
+        self.pref = int(m.group(1)) if m else 0
+        m = re.search(r"protocol (\S+)", lines[0])
+        self.protocol = m.group(1) if m else "?"
+        self.keys = {}
+        for l in lines[1:]:
+            if "action order" in l:
+                break
+            km = self.KEY.match(l)
+            if km and km.group(1) not in ("in_hw_count",):
+                self.keys[km.group(1)] = km.group(2)
+        self.actions = [a.strip() for a in re.findall(r"action order \d+: (.*)", block)]
+        self.pkts = block_pkts(block)
+        self.in_hw = bool(re.search(r"^\s*in_hw\b", block, re.M))
+
+    def summary(self):
+        """One line: device, chain, pref, protocol, keys -> actions [tunnel_key set's VTEPs and VNI]: pkts."""
+        keys = " ".join(f"{k} {v}" for k, v in self.keys.items())
+        acts = "; ".join(re.sub(r"\s+", " ", a)[:60] for a in self.actions)
+        tun = re.search(r"tunnel_key\s+set.*?(src_ip \S+).*?(dst_ip \S+).*?(key_id \d+)", self.block, re.S)
+        if tun:
+            acts += f" [{' '.join(tun.groups())}]"
+        return f"{self.dev} chain {self.chain:#x} pref {self.pref} {self.protocol} {keys} -> {acts}: {self.pkts} pkt"
+
+
+def rules(lab, dev, ns=HV_NS):
+    """The Rules on dev's ingress."""
+    return [Rule(dev, b) for b in tc_blocks(lab, dev, ns)]
+
+
+def action_pkts(lab, kind, index, ns=HV_NS):
+    """The packet counter of tc action `kind` `index` (None if there is no such action)."""
+    r = lab.sh(["tc", "-s", "actions", "get", "action", kind, "index", str(index)], ns=ns, check=False)
+    m = re.search(r"Sent (\d+) bytes (\d+) pkt", r.stdout)
+    return int(m.group(2)) if m else None
+
+
+def counter_deltas(before, after, keys):
+    """{key: after - before} of two counter dicts (None where either is None or missing)."""
+    return {k: (after[k] - before[k]) if None not in (after.get(k), before.get(k)) else None for k in keys}
+
+
+def decap_rules(lab, dev=VXLAN_DEV, ns=HV_NS):
+    """{VNI (as tc prints enc_key_id): Rule} of the decap rules on the VXLAN device `dev`."""
+    return {r.keys.get("enc_key_id"): r for r in rules(lab, dev, ns) if r.chain == 0 and r.pref == PRIO_DECAP}
+
+
+def decap_mismatches(got, want, port=VXLAN_PORT):
+    """What is wrong with decap rules `got` (decap_rules()) for `want` = {VNI: (local VTEP, SVI
+    MAC, chain)}: every VNI has a rule matching enc_dst_ip VTEP, enc_dst_port `port`, dst_mac
+    MAC and going to chain; no other VNI has one. A list of texts, empty when all is right."""
+    bad = []
+    for vni, (vtep, mac, chain) in want.items():
+        r = got.get(vni)
+        if r is None:
+            bad.append(f"no decap rule for vni {vni}")
+            continue
+        bad += [f"vni {vni}: {k} {r.keys.get(k)} (want {v})" for k, v in
+                (("enc_dst_ip", vtep), ("enc_dst_port", str(port)), ("dst_mac", mac)) if r.keys.get(k) != v]
+        if f"goto chain {chain}" not in " ".join(r.actions):
+            bad.append(f"vni {vni}: actions {r.actions} (want goto chain {chain})")
+    return bad + [f"decap rule for vni {v}, not in the mapping" for v in got if v not in want]
+
+
+def reconciled_check(lab, what, daemon, rec):
+    """A check that the daemon's first pass (`rec`: the fields of its `reconciled` line, as
+    labkit.start_daemon returns them) installed rules and refused none, rule-refused lines
+    included: `what in <s> s (rules=.. added=.. refused=..)`."""
+    refused = daemon.events("rule-refused")
+    return lab.check(f"{what} in {rec['_s']} s (rules={rec.get('rules')} added={rec.get('added')} "
+                     f"refused={rec.get('refused')})",
+                     rec.get("refused") == "0" and not refused and int(rec.get("rules", 0)) > 0,
+                     f"{rec['_line']}; refused: {refused[:3]}")
+
+
+def forwarding_off_check(lab, prefix="", ns=HV_NS):
+    """A check that kernel forwarding is off in ns (the fast path scenarios keep it off)."""
+    v4, v6 = read_forwarding(lab, ns)
+    return lab.check(f"{prefix}kernel forwarding is off in {ns} (ip_forward=0, ipv6 all.forwarding=0)",
+                     (v4, v6) == ("0", "0"), f"ip_forward={v4} all.forwarding={v6}")
+
+
+def daemon_flush(lab, config, ns=HV_NS):
+    """Run `dpoffloadd --flush --config CONFIG` in ns: (CompletedProcess, its last log line, that
+    line's event and fields)."""
+    r = lab.sh(["ip", "netns", "exec", ns, lab.daemon_path(), "--flush", "--config", config], check=False)
+    last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+    ev, fields = parse_log_line(last)
+    return r, last, ev, fields

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 
-from scapy.layers.inet import IP, TCP, UDP, IPerror, UDPerror
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
 import vxlan_hypervisor as vh
@@ -53,77 +53,22 @@ STRANGER = "203.0.113.66"     # sends what nobody asked for
 START_TIMEOUT = 20.0          # daemon start to its first `reconciled` line (TCG is slow)
 FIRST_TIMEOUT = 5.0           # a first packet: punted, chunk pulled, rule installed, put back
 NOTHING_WINDOW = 1.0
-
-CHAIN_VXLAN_BASE = 0x10000    # pipeline.hpp kChainVxlanBase
-CHAIN_INNER = 0x100
-CHAIN_OUTER = 0x200
-PRIO_DECAP = 1
-PUNT_INDEX = 0xd9200000       # pipeline.hpp kPuntIndex (mirred)
-DROP_OUTER_NEW = 0xd9300001   # pipeline.hpp kDropOuterNew (gact)
 DEVICES = ("p0", "vxlan0", "dpo-inject")
 
 
 # ---------------------------------------------------------------- tc
-
-class Rule:
-    """One filter (with a handle) of `tc -s filter show dev DEV ingress`."""
-
-    KEY = re.compile(r"^\s+([a-z][a-z0-9_]*) (\S+)$")
-
-    def __init__(self, dev, block):
-        self.dev, self.block = dev, block
-        lines = block.splitlines()
-        m = re.search(r"chain (\d+)", lines[0])
-        self.chain = int(m.group(1)) if m else 0
-        m = re.search(r"pref (\d+)", lines[0])
-        self.pref = int(m.group(1)) if m else 0
-        m = re.search(r"protocol (\S+)", lines[0])
-        self.protocol = m.group(1) if m else "?"
-        self.keys = {}
-        for l in lines[1:]:
-            if "action order" in l:
-                break
-            km = self.KEY.match(l)
-            if km and km.group(1) not in ("in_hw_count",):
-                self.keys[km.group(1)] = km.group(2)
-        self.actions = [a.strip() for a in re.findall(r"action order \d+: (.*)", block)]
-        self.pkts = vh.block_pkts(block)
-        self.in_hw = bool(re.search(r"^\s*in_hw\b", block, re.M))
-
-    def summary(self):
-        keys = " ".join(f"{k} {v}" for k, v in self.keys.items())
-        acts = "; ".join(re.sub(r"\s+", " ", a)[:60] for a in self.actions)
-        tun = re.search(r"tunnel_key\s+set.*?(src_ip \S+).*?(dst_ip \S+).*?(key_id \d+)", self.block, re.S)
-        if tun:
-            acts += f" [{' '.join(tun.groups())}]"
-        return f"{self.dev} chain {self.chain:#x} pref {self.pref} {self.protocol} {keys} -> {acts}: {self.pkts} pkt"
-
-
-def rules(lab, dev):
-    return [Rule(dev, b) for b in vh.tc_blocks(lab, dev)]
-
 
 def filters_text(lab, dev):
     """`tc filter show dev DEV ingress` without statistics: what a restart must leave identical."""
     return lab.sh(["tc", "filter", "show", "dev", dev, "ingress"], ns="hv", check=False).stdout
 
 
-def action_pkts(lab, kind, index):
-    r = lab.sh(["tc", "-s", "actions", "get", "action", kind, "index", str(index)], ns="hv", check=False)
-    m = re.search(r"Sent (\d+) bytes (\d+) pkt", r.stdout)
-    return int(m.group(2)) if m else None
-
-
-def decap_rules(lab):
-    return [r for r in rules(lab, "vxlan0") if r.chain == 0 and r.pref == PRIO_DECAP]
-
-
 def decap_hits(lab):
-    return {r.keys.get("enc_key_id"): r.pkts for r in decap_rules(lab)}
+    return {vni: r.pkts for vni, r in vh.decap_rules(lab).items()}
 
 
 def note_vxlan_counters(lab, when):
-    rs = rules(lab, "vxlan0")
+    rs = vh.rules(lab, "vxlan0")
     chains = sorted({r.chain for r in rs})
     lab.note(f"tc -s filter show dev vxlan0 ingress ({when}): {len(rs)} rules in chains "
              + ", ".join(f"{c:#x} ({sum(1 for r in rs if r.chain == c)} rules, "
@@ -171,20 +116,14 @@ class Run:
 
 def check_start(run, rec):
     lab, d = run.lab, run.daemon
-    refused = d.events("rule-refused")
-    lab.check(f"daemon started in hv and reconciled in {rec['_s']} s (rules={rec.get('rules')} "
-              f"added={rec.get('added')} refused={rec.get('refused')})",
-              rec.get("refused") == "0" and not refused and int(rec.get("rules", 0)) > 0,
-              f"{rec['_line']}; refused: {refused[:3]}")
+    vh.reconciled_check(lab, "daemon started in hv and reconciled", d, rec)
     lab.note(f"first pass: {rec['_line']}")
     for l in d.lines():
         ev, _f = parse_log_line(l)
         if ev not in ("reconciled",):
             lab.note(f"daemon: {l.strip()}"[:400])
-    v4, v6 = vh.read_forwarding(lab)
-    lab.check("kernel forwarding is off in hv (ip_forward=0, ipv6 all.forwarding=0)", (v4, v6) == ("0", "0"),
-              f"ip_forward={v4} all.forwarding={v6}")
-    per_dev = {dev: rules(lab, dev) for dev in DEVICES}
+    vh.forwarding_off_check(lab)
+    per_dev = {dev: vh.rules(lab, dev) for dev in DEVICES}
     vx = per_dev["vxlan0"]
     lab.check(f"tc filter show dev vxlan0 ingress is not empty ({len(vx)} rules)", bool(vx), "no rule on vxlan0")
     installed = sum(len(v) for v in per_dev.values())
@@ -192,28 +131,14 @@ def check_start(run, rec):
               + " + ".join(f"{dev} {len(v)}" for dev, v in per_dev.items()),
               str(installed) == rec.get("rules"), f"rules={rec.get('rules')}, installed {installed}")
     # The decap rules: one per EVPN / ACI interface of the mapping, none for VNI 7001.
-    want = {"5001": ("10.0.1.1", vh.SEGMENTS["green"].mac), "6001": ("10.0.2.1", vh.SEGMENTS["web"].mac)}
-    got = {}
-    for r in decap_rules(lab):
-        got[r.keys.get("enc_key_id")] = r
-    bad = []
-    for vni, (vtep, mac) in want.items():
-        r = got.get(vni)
-        if r is None:
-            bad.append(f"no decap rule for vni {vni}")
-            continue
-        acts = " ".join(r.actions)
-        bad += [f"vni {vni}: {k} {r.keys.get(k)} (want {v})" for k, v in
-                (("enc_dst_ip", vtep), ("enc_dst_port", "4789"), ("dst_mac", mac)) if r.keys.get(k) != v]
-        if f"goto chain {CHAIN_VXLAN_BASE + CHAIN_INNER}" not in acts:
-            bad.append(f"vni {vni}: actions {r.actions} (want goto chain {CHAIN_VXLAN_BASE + CHAIN_INNER})")
-    extra = [v for v in got if v not in want]
-    if extra:
-        bad.append(f"decap rules for VNIs not in the mapping: {extra}")
+    inner_chain = vh.CHAIN_VXLAN_BASE + vh.CHAIN_INNER
+    want = {"5001": ("10.0.1.1", vh.SEGMENTS["green"].mac, inner_chain),
+            "6001": ("10.0.2.1", vh.SEGMENTS["web"].mac, inner_chain)}
+    bad = vh.decap_mismatches(vh.decap_rules(lab), want)
     lab.check("vxlan0 chain 0 prio 1: decap rules for vni 5001 (enc_dst_ip 10.0.1.1) and 6001 (10.0.2.1), "
               "enc_dst_port 4789, dst_mac = the SVI's, goto chain 0x10100; none for 7001",
               not bad, "; ".join(bad) + f"; chain 0 rules: {[r.summary() for r in vx if r.chain == 0]}")
-    inner = [r for r in vx if r.chain == CHAIN_VXLAN_BASE + CHAIN_INNER]
+    inner = [r for r in vx if r.chain == inner_chain]
     tunnels = sorted({m for r in inner for m in re.findall(r"key_id (\d+)", r.block)})
     lab.check(f"vxlan0 chain 0x10100 (inner routing) has rules ({len(inner)}), with tunnel_key set toward "
               f"VNIs {tunnels}", bool(inner) and "5001" in tunnels and "6001" in tunnels,
@@ -223,14 +148,10 @@ def check_start(run, rec):
         for dev, v in per_dev.items() if v))
 
 
-EGRESS_VLAN = 0xd9000000    # pipeline.hpp kEgressCounterVlanBase (+ vid)
-EGRESS_VXLAN = 0xda000000   # pipeline.hpp kEgressCounterVxlanBase (+ vni)
-
-
 def egress_counters(lab):
-    return {"vlan 100": action_pkts(lab, "mirred", EGRESS_VLAN + 100),
-            "evpn vni 5001": action_pkts(lab, "mirred", EGRESS_VXLAN + 5001),
-            "aci vni 6001": action_pkts(lab, "mirred", EGRESS_VXLAN + 6001)}
+    return {"vlan 100": vh.action_pkts(lab, "mirred", vh.EGRESS_VLAN + 100),
+            "evpn vni 5001": vh.action_pkts(lab, "mirred", vh.EGRESS_VXLAN + 5001),
+            "aci vni 6001": vh.action_pkts(lab, "mirred", vh.EGRESS_VXLAN + 6001)}
 
 
 def check_dry_run(lab, config):
@@ -284,7 +205,7 @@ def check_datapath(run):
     # counted exactly the packets sent out through it above.
     after = egress_counters(lab)
     want = {"vlan 100": 2, "evpn vni 5001": 1, "aci vni 6001": 2}
-    delta = {k: (after[k] - before[k]) if None not in (after[k], before[k]) else None for k in want}
+    delta = vh.counter_deltas(before, after, want)
     lab.check("per-egress counters (shared mirred 0xd9000000+vid, 0xda000000+vni) count what left through each "
               f"interface: {delta}", delta == want, f"want {want}; before {before}, after {after}")
 
@@ -292,45 +213,16 @@ def check_datapath(run):
 def check_nat(run):
     lab, d = run.lab, run.daemon
     # The first packet of the subscriber: punted, chunk pulled, put back, out translated.
-    since = len(d.lines())
-    payload = b"dpo-fpvx nat first"
-    frame = vh.host_frame("green", REMOTE, 42000, payload, dport=53)
-    punted0 = action_pkts(lab, "mirred", PUNT_INDEX)
-    cap = lab.capture(vh.FAB_NS, vh.FAB_DEV)
-    try:
-        t0 = time.time()
-        lab.send(vh.FAB_NS, vh.FAB_DEV, frame)
-        got = cap.expect(vh.payload_match(payload), FIRST_TIMEOUT)
-        dup = cap.expect_none(vh.payload_match(payload), window=0.3) if got is not None else None
-        others = cap.others_summary()
-    finally:
-        cap.close()
-    fields, why, _i = d.wait_event("chunk-allocated", lambda f: f.get("subscriber") == SUB,
-                                   2.0 if got is not None else 0.5, since)
-    punt_note = f"punt counter {punted0} -> {action_pkts(lab, 'mirred', PUNT_INDEX)}"
-    name = (f"nat: first UDP packet {SUB}:42000 -> {REMOTE}:53 over EVPN leaves on vlan 200 to the gateway, "
-            "source translated into its logged chunk (the packet itself), ttl 63, payload")
-    if fields is not None:
-        lo, _, hi = fields.get("ports", "0-0").partition("-")
-        run.chunk = (fields.get("public"), int(lo), int(hi or 0))
-    if got is None:
-        lab.check(name, False, f"not seen on fab0 within {FIRST_TIMEOUT:.0f} s ({punt_note}; chunk log: {why}); "
-                               f"{others}")
-    else:
-        run.timings.append(("first packet (punt, chunk, rule, put back)", got.time - t0))
-        g = vh.decode(got)
-        pub, lo, hi = run.chunk or (None, 0, -1)
-        want = vh.routed(frame, "transit", src_ip=pub or "a pool address (no chunk-allocated line)",
-                         sport=None, udp_checksum=None)
-        bad = vh.mismatches(lab, got, want)
-        more = lab.mismatches([("src port in chunk", lo <= (g["sport"] or 0) <= hi, True),
-                               ("src ip in pool", g["src ip"] in POOL, True),
-                               ("came out once", dup is None, True)])
-        bad = "; ".join(x for x in (bad, more) if x)
-        lab.check(f"{name}: {(got.time - t0) * 1000:.0f} ms, {g['src ip']}:{g['sport']} "
-                  f"({why.strip() if fields else 'no chunk line'})", not bad, f"{bad} in {vh.describe_wire(got)}")
-        run.flow = (42000, g["src ip"], g["sport"])
-    lab.note(f"nat first packet: {punt_note}")
+    first = vh.DEFAULT.nat_first_check(
+        lab, d, f"nat: first UDP packet {SUB}:42000 -> {REMOTE}:53 over EVPN leaves on vlan 200 to the gateway, "
+                "source translated into its logged chunk (the packet itself), ttl 63, payload",
+        vh.host_frame("green", REMOTE, 42000, b"dpo-fpvx nat first", dport=53), SUB, "transit", POOL,
+        timeout=FIRST_TIMEOUT)
+    run.chunk = first.chunk
+    if first.got is not None:
+        run.timings.append(("first packet (punt, chunk, rule, put back)", first.delay))
+        run.flow = (42000, first.public, first.port)
+    lab.note(f"nat first packet: {first.punt_note}")
 
     # Later connections: same public address, ports of the same chunk, no new chunk.
     results, bad = [], []
@@ -379,16 +271,13 @@ def check_nat(run):
     # Unsolicited traffic from outside: dropped by tc's outer-new drop and counted.
     pub, lo, _hi = run.chunk or (POOL[0], 1024, 1535)
     port = run.flow[2] if run.flow else lo
-    n0 = action_pkts(lab, "gact", DROP_OUTER_NEW)
     frames = [outer_udp(STRANGER, 4444, pub, port, b"dpo-fpvx unsolicited mapped port"),
               outer_udp(STRANGER, 4444, pub, lo + 100, b"dpo-fpvx unsolicited chunk port"),
               outer_udp(STRANGER, 4444, SUB, 42000, b"dpo-fpvx unsolicited to the subscriber")]
-    leaked = vh.nothing_check(lab, f"nat: unsolicited outer udp (to {pub}:{port}, to {pub}:{lo + 100}, to {SUB}) "
-                                   "not forwarded", frames)
-    n1 = action_pkts(lab, "gact", DROP_OUTER_NEW)
-    lab.check(f"nat: ...dropped and counted by the outer-new drop action (index {DROP_OUTER_NEW:#x}: {n0} -> {n1})",
-              leaked is None and n0 is not None and n1 is not None and n1 - n0 == len(frames),
-              f"counter {n0} -> {n1}, want +{len(frames)}")
+    vh.DEFAULT.dropped_check(lab, f"nat: unsolicited outer udp (to {pub}:{port}, to {pub}:{lo + 100}, to {SUB}) "
+                                  "not forwarded",
+                             "nat: ...dropped and counted by the outer-new drop action (index {index:#x}: {n0} -> {n1})",
+                             frames)
 
 
 def check_kernel_only(run):
@@ -410,22 +299,12 @@ def check_kernel_only(run):
         cap = lab.capture(vh.FAB_NS, vh.FAB_DEV)
         try:
             lab.send(vh.FAB_NS, vh.FAB_DEV, ttl1)
-            icmp = cap.expect(lambda p: (vh.icmp_of(p) is not None and vh.icmp_of(p).type == 11
-                                         and UDPerror in p and p[UDPerror].sport == 43003))
-            others = cap.others_summary()
+            icmp, others = vh.time_exceeded(cap, ttl1), cap.others_summary()
         finally:
             cap.close()
-        name = ("evpn inner ttl 1 reaches the kernel untouched: icmp time exceeded from 10.1.0.1 encapsulated "
-                "to 10.0.1.2 vni 5001, quoting ttl 1 (forwarding on)")
-        if icmp is None:
-            lab.check(name, False, f"no ICMP time exceeded seen; {others}")
-        else:
-            want = vh.egress_wire("green")
-            want.update({"src ip": "10.1.0.1", "dst ip": "10.1.0.2", "proto": 1, "ipv4 checksum ok": True})
-            bad = "; ".join(x for x in (vh.mismatches(lab, icmp, want), lab.mismatches([
-                ("icmp code", vh.icmp_of(icmp).code, 0), ("quoted dst", icmp[IPerror].dst, "10.100.0.2"),
-                ("quoted ttl", icmp[IPerror].ttl, 1)])) if x)
-            lab.check(name, not bad, f"{bad} in {vh.describe_wire(icmp)}")
+        vh.time_exceeded_check(lab, "evpn inner ttl 1 reaches the kernel untouched: icmp time exceeded from 10.1.0.1 "
+                                    "encapsulated to 10.0.1.2 vni 5001, quoting ttl 1 (forwarding on)",
+                               icmp, others, ttl1, "green")
     finally:
         vh.forwarding(lab, 0)
     after = decap_hits(lab)
@@ -444,7 +323,7 @@ def rule_ids(lab):
             head = b.splitlines()[0]
             ident = tuple(re.search(rx, head).group(1) if re.search(rx, head) else "?"
                           for rx in (r"chain (\d+)", r"pref (\d+)", r"handle (\S+)"))
-            out[(dev,) + ident] = Rule(dev, b).summary()
+            out[(dev,) + ident] = vh.Rule(dev, b).summary()
     return out
 
 
@@ -547,13 +426,12 @@ def check_restart(run):
 def check_flush(run):
     lab = run.lab
     rc, _gone = stop_daemon(run, "before --flush")
-    n = {dev: len(rules(lab, dev)) for dev in DEVICES}
-    r = lab.sh(["ip", "netns", "exec", "hv", lab.daemon_path(), "--flush", "--config", run.config], check=False)
-    ev, fields = parse_log_line(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "")
-    left = {dev: len(rules(lab, dev)) for dev in ("p0", "vxlan0")}
+    n = {dev: len(vh.rules(lab, dev)) for dev in DEVICES}
+    r, last, ev, _fields = vh.daemon_flush(lab, run.config)
+    left = {dev: len(vh.rules(lab, dev)) for dev in ("p0", "vxlan0")}
     links = lab.sh(["ip", "-br", "link", "show"], ns="hv").stdout
     lab.check(f"--flush (daemon stopped, exit {rc}) removes the rules from p0 and vxlan0 and the punt pair "
-              f"(before: {n}; after: {left}; {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''})",
+              f"(before: {n}; after: {left}; {last})",
               r.returncode == 0 and ev == "flushed" and not any(left.values()) and "dpo-inject" not in links,
               f"exit {r.returncode}; stderr: {r.stderr.strip()[-300:]}; links: {links.split()[::3][:12]}")
     vh.nothing_check(lab, "after --flush evpn -> vlan 100 is no longer forwarded (forwarding off)",
@@ -600,22 +478,6 @@ def note_daemon_logs(run):
         lab.note(f"  {l.strip()[:300]}")
 
 
-def trace(run):
-    out = lambda s: print(f"  | {s}", flush=True)  # noqa: E731
-    lab = run.lab
-    for dev in DEVICES:
-        rs = rules(lab, dev)
-        out(f"---- tc -s filter show dev {dev} ingress: {len(rs)} rules")
-        for r in rs:
-            out(r.summary())
-    for d in run.daemons:
-        out(f"---- daemon {d.tag} log (last 30 lines)")
-        for line in d.lines()[-30:]:
-            out(line)
-    for line in vh.state_dump(lab):
-        out(line)
-
-
 def run(lab):
     if not lab.check("dpoffloadd built (--build-dir)", lab.daemon_path() is not None,
                      f"no executable agent/dpoffloadd under {lab.build_dir}"):
@@ -641,8 +503,8 @@ def run(lab):
         rules_kept_check(r, "the vni 7001 / 9999 / ttl 1 checks and forwarding on/off left every rule in place",
                          None, snap)
         note_vxlan_counters(lab, "before the restart")
-        lab.note(f"punt mirred: {action_pkts(lab, 'mirred', PUNT_INDEX)} pkt; outer-new drops: "
-                 f"{action_pkts(lab, 'gact', DROP_OUTER_NEW)} pkt")
+        lab.note(f"punt mirred: {vh.action_pkts(lab, 'mirred', vh.PUNT_INDEX)} pkt; outer-new drops: "
+                 f"{vh.action_pkts(lab, 'gact', vh.DROP_OUTER_NEW)} pkt")
         if check_restart(r):
             complete = rules_kept_check(r, "every filter installed after the restart is still installed after "
                                            "its checks (nothing dropped them meanwhile)", None, r.after_restart)
@@ -654,7 +516,7 @@ def run(lab):
     finally:
         try:
             if lab.failed:
-                trace(r)
+                vh.DEFAULT.trace(lab, DEVICES, r.daemons)
         finally:
             for d in r.daemons:
                 d.kill()

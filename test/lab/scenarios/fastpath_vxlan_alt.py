@@ -49,7 +49,6 @@ after), so the rows stay tested, and the last --flush runs with the stock value 
 import contextlib
 import json
 import os
-import re
 import tempfile
 import time
 
@@ -123,64 +122,13 @@ SCALE_TIMEOUT = 10.0          # the fixture's 189 rules take 0.3 s; 310 well und
 RMEM_DEFAULT = "/proc/sys/net/core/rmem_default"
 BIG_RCVBUF = 4 << 20
 FIRST_TIMEOUT = 5.0
-CHAIN_VXLAN_BASE = 0x10000
-CHAIN_INNER, CHAIN_OUTER = 0x100, 0x200
-PRIO_DECAP = 1
-PUNT_INDEX = 0xd9200000
-DROP_OUTER_NEW = 0xd9300001
-EGRESS_VLAN = 0xd9000000
-EGRESS_VXLAN = 0xda000000
 DEVICES = (UPLINK, VXDEV, "dpo-inject")
 
 
-# ---------------------------------------------------------------- tc
-
-class Rule:
-    """One filter (with a handle) of `tc -s filter show dev DEV ingress`."""
-
-    KEY = re.compile(r"^\s+([a-z][a-z0-9_]*) (\S+)$")
-
-    def __init__(self, dev, block):
-        self.dev, self.block = dev, block
-        lines = block.splitlines()
-        m = re.search(r"chain (\d+)", lines[0])
-        self.chain = int(m.group(1)) if m else 0
-        m = re.search(r"pref (\d+)", lines[0])
-        self.pref = int(m.group(1)) if m else 0
-        m = re.search(r"protocol (\S+)", lines[0])
-        self.protocol = m.group(1) if m else "?"
-        self.keys = {}
-        for l in lines[1:]:
-            if "action order" in l:
-                break
-            km = self.KEY.match(l)
-            if km and km.group(1) not in ("in_hw_count",):
-                self.keys[km.group(1)] = km.group(2)
-        self.actions = [a.strip() for a in re.findall(r"action order \d+: (.*)", block)]
-        self.pkts = vh.block_pkts(block)
-
-    def summary(self):
-        keys = " ".join(f"{k} {v}" for k, v in self.keys.items())
-        acts = "; ".join(re.sub(r"\s+", " ", a)[:60] for a in self.actions)
-        tun = re.search(r"tunnel_key\s+set.*?(src_ip \S+).*?(dst_ip \S+).*?(key_id \d+)", self.block, re.S)
-        if tun:
-            acts += f" [{' '.join(tun.groups())}]"
-        return f"{self.dev} chain {self.chain:#x} pref {self.pref} {self.protocol} {keys} -> {acts}: {self.pkts} pkt"
-
-
-def rules(lab, dev):
-    return [Rule(dev, b) for b in vh.tc_blocks(lab, dev)]
-
-
-def action_pkts(lab, kind, index):
-    r = lab.sh(["tc", "-s", "actions", "get", "action", kind, "index", str(index)], ns="hv", check=False)
-    m = re.search(r"Sent (\d+) bytes (\d+) pkt", r.stdout)
-    return int(m.group(2)) if m else None
-
-
 def egress_counters(lab):
-    out = {f"vlan {s.vid}": action_pkts(lab, "mirred", EGRESS_VLAN + s.vid) for s in SEG.values() if s.kind == "vlan"}
-    out.update({f"vni {s.vni}": action_pkts(lab, "mirred", EGRESS_VXLAN + s.vni)
+    out = {f"vlan {s.vid}": vh.action_pkts(lab, "mirred", vh.EGRESS_VLAN + s.vid)
+           for s in SEG.values() if s.kind == "vlan"}
+    out.update({f"vni {s.vni}": vh.action_pkts(lab, "mirred", vh.EGRESS_VXLAN + s.vni)
                 for s in SEG.values() if s.kind == "vxlan"})
     return out
 
@@ -232,18 +180,12 @@ class Run:
         """Stop the daemon and remove its rules (--flush). `stock`: with the kernel's default receive
         buffer even while the workaround is in use. Returns whether every rule went."""
         lab = self.lab
-        n = {dev: len(rules(lab, dev)) for dev in (UPLINK, VXDEV)}
+        n = {dev: len(vh.rules(lab, dev)) for dev in (UPLINK, VXDEV)}
         rc = self.daemon.stop()
         self.daemon.kill()
-        argv = ["ip", "netns", "exec", "hv", lab.daemon_path(), "--flush", "--config", self.config]
-        if stock:
-            r = lab.sh(argv, check=False)
-        else:
-            with self.rcvbuf():
-                r = lab.sh(argv, check=False)
-        left = {dev: len(rules(lab, dev)) for dev in (UPLINK, VXDEV)}
-        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
-        ev, fields = parse_log_line(last)
+        with contextlib.nullcontext() if stock else self.rcvbuf():
+            r, last, ev, fields = vh.daemon_flush(lab, self.config)
+        left = {dev: len(vh.rules(lab, dev)) for dev in (UPLINK, VXDEV)}
         ok = lab.check(f"{why}: daemon stopped (exit {rc}); --flush{' (stock rmem_default)' if stock else ''} removes "
                        f"its {sum(n.values())} rules from {UPLINK} / {VXDEV}, exit 0, refused=0 ({last}; left {left})",
                        r.returncode == 0 and ev == "flushed" and fields.get("refused") == "0"
@@ -287,7 +229,7 @@ def check_scale(run):
             wchan = f.read().strip()
     except OSError as e:
         wchan = f"? ({e})"
-    installed = {dev: len(rules(lab, dev)) for dev in DEVICES}
+    installed = {dev: len(vh.rules(lab, dev)) for dev in DEVICES}
     lab.check(name, False,
               f"no `reconciled` line; log: {d.tail()}; {sum(installed.values())} filters installed {installed}; "
               f"daemon pid {pid} sleeps in {wchan} (netlink recvmsg waiting for acks); its netlink sockets "
@@ -301,7 +243,7 @@ def check_scale(run):
     # sockets; clean up what the stuck daemon left, start again.
     run.big_rcvbuf = True
     with run.rcvbuf():
-        lab.sh(["ip", "netns", "exec", "hv", lab.daemon_path(), "--flush", "--config", run.config], check=False)
+        vh.daemon_flush(lab, run.config)
     os.unlink(run.config)
     lab.note(f"workaround from here on: net.core.rmem_default {BIG_RCVBUF} while a daemon process starts "
              f"(restored to {rmem} after)")
@@ -310,38 +252,22 @@ def check_scale(run):
 
 def check_start(run, rec, phase, evpn_fabric):
     lab, d = run.lab, run.daemon
-    refused = d.events("rule-refused")
-    lab.check(f"{phase}: daemon reconciled in {rec['_s']} s (rules={rec.get('rules')} added={rec.get('added')} "
-              f"refused={rec.get('refused')})",
-              rec.get("refused") == "0" and not refused and int(rec.get("rules", 0)) > 0,
-              f"{rec['_line']}; refused: {refused[:3]}")
+    vh.reconciled_check(lab, f"{phase}: daemon reconciled", d, rec)
     for l in d.lines():
         ev, _f = parse_log_line(l)
         if ev not in ("reconciled", "started", "nat-running"):
             lab.note(f"daemon {d.tag}: {l.strip()}"[:400])
-    v4, v6 = vh.read_forwarding(lab)
-    lab.check(f"{phase}: kernel forwarding is off in hv (ip_forward=0, ipv6 all.forwarding=0)", (v4, v6) == ("0", "0"),
-              f"ip_forward={v4} all.forwarding={v6}")
+    vh.forwarding_off_check(lab, f"{phase}: ")
     fe, fa = ALT.fabrics[evpn_fabric], ALT.fabrics["aci"]
     want = {str(SEG[n].vni): ((fa if SEG[n].fabric == "aci" else fe).local, SEG[n].mac,
-                              CHAIN_VXLAN_BASE + (CHAIN_OUTER if n == "wan" else CHAIN_INNER))
+                              vh.CHAIN_VXLAN_BASE + (vh.CHAIN_OUTER if n == "wan" else vh.CHAIN_INNER))
             for n in ("ten", "max", "app", "wan")}
-    got = {r.keys.get("enc_key_id"): r for r in rules(lab, VXDEV) if r.chain == 0 and r.pref == PRIO_DECAP}
-    bad = []
-    for vni, (vtep, mac, chain) in want.items():
-        r = got.get(vni)
-        if r is None:
-            bad.append(f"no decap rule for vni {vni}")
-            continue
-        bad += [f"vni {vni}: {k} {r.keys.get(k)} (want {v})" for k, v in
-                (("enc_dst_ip", vtep), ("enc_dst_port", "4789"), ("dst_mac", mac)) if r.keys.get(k) != v]
-        if f"goto chain {chain}" not in " ".join(r.actions):
-            bad.append(f"vni {vni}: actions {r.actions} (want goto chain {chain})")
-    bad += [f"decap rule for vni {v}, not in the mapping" for v in got if v not in want]
+    got = vh.decap_rules(lab, VXDEV)
+    bad = vh.decap_mismatches(got, want)
     lab.check(f"{phase}: {VXDEV} chain 0 prio 1 decap rules: " + ", ".join(
         f"vni {v} enc_dst_ip {w[0]} -> chain {w[2]:#x}" for v, w in want.items()) + ", enc_dst_port 4789, "
         "dst_mac = the SVI's", not bad, "; ".join(bad) + f"; chain 0: {[r.summary() for r in got.values()]}")
-    cls = {r.keys.get("vlan_id"): r for r in rules(lab, UPLINK) if r.chain == 1}
+    cls = {r.keys.get("vlan_id"): r for r in vh.rules(lab, UPLINK) if r.chain == 1}
     bad = [f"vlan {v}: {'no rule' if v not in cls else cls[v].summary()}" for v, c in (("300", 0x100), ("400", 0x200))
            if v not in cls or f"goto chain {c}" not in " ".join(cls[v].actions)]
     if "3" in cls:
@@ -401,60 +327,22 @@ def check_rows_v4(run):
     lab.check("inner -> inner (evpn -> aci, aci -> evpn) pulled no NAT chunk", not chunks, f"chunks: {chunks}")
     after = egress_counters(lab)
     want = {"vlan 300": 4, "vlan 400": 0, "vni 10100": 2, "vni 16000000": 1, "vni 15007734": 3, "vni 9000": 0}
-    delta = {k: (after[k] - before[k]) if None not in (after.get(k), before.get(k)) else None for k in want}
+    delta = vh.counter_deltas(before, after, want)
     lab.check(f"per-egress counters (mirred 0xd9000000+vid, 0xda000000+vni) count what left through each: {delta}",
               delta == want, f"want {want}; before {before}, after {after}")
 
 
 def first_packet(run, name, frame, sub, seg_out, notes):
-    """A subscriber's first packet toward an outer interface: translated into its logged chunk, the
-    packet itself. Returns (public, public port, chunk) or None."""
-    lab, d = run.lab, run.daemon
-    since = len(d.lines())
-    payload = vh.decode(frame)["payload"]
-    punted0 = action_pkts(lab, "mirred", PUNT_INDEX)
-    cap = lab.capture(ALT.fab, ALT.fab_dev)
-    try:
-        t0 = time.time()
-        lab.send(ALT.fab, ALT.fab_dev, frame)
-        got = cap.expect(vh.payload_match(payload), FIRST_TIMEOUT)
-        dup = cap.expect_none(vh.payload_match(payload), window=0.3) if got is not None else None
-        others = cap.others_summary()
-    finally:
-        cap.close()
-    fields, why, _i = d.wait_event("chunk-allocated", lambda f: f.get("subscriber") == sub,
-                                   2.0 if got is not None else 0.5, since)
-    punt_note = f"punt counter {punted0} -> {action_pkts(lab, 'mirred', PUNT_INDEX)}"
-    chunk = None
-    if fields is not None:
-        lo, _, hi = fields.get("ports", "0-0").partition("-")
-        chunk = (fields.get("public"), int(lo), int(hi or 0))
-    if got is None:
-        lab.check(name, False, f"not seen on {ALT.fab_dev} within {FIRST_TIMEOUT:.0f} s ({punt_note}; chunk log: "
-                               f"{why}); {others}")
-        return None
-    g = vh.decode(got)
-    pub, lo, hi = chunk or (None, 0, -1)
-    bad = vh.mismatches(lab, got, ALT.routed(frame, seg_out, src_ip=pub or "a pool address (no chunk line)",
-                                             sport=None, udp_checksum=None))
-    more = lab.mismatches([("src port in chunk", lo <= (g["sport"] or 0) <= hi, True),
-                           ("src ip in pool", g["src ip"] in POOL, True), ("came out once", dup is None, True)])
-    bad = "; ".join(x for x in (bad, more) if x)
-    if notes is not None and g["vni"] is not None:
-        notes.append((f"nat first packet to {g['outer dst ip']} vni {g['vni']}", vh.outer_note(got)))
-    lab.check(f"{name}: {(got.time - t0) * 1000:.0f} ms, {g['src ip']}:{g['sport']} "
-              f"({why.strip() if fields else 'no chunk-allocated line'}; {punt_note})", not bad,
-              f"{bad} in {vh.describe_wire(got)}")
-    return (g["src ip"], g["sport"], chunk)
+    """A subscriber's first packet toward an outer interface (vh.Topology.nat_first_check):
+    (public, public port, chunk), or None if it did not come out."""
+    res = ALT.nat_first_check(run.lab, run.daemon, name, frame, sub, seg_out, POOL, notes, FIRST_TIMEOUT,
+                              punt_in_name=True)
+    return None if res.got is None else (res.public, res.port, res.chunk)
 
 
 def unsolicited(run, phase, name, frames):
-    lab = run.lab
-    n0 = action_pkts(lab, "gact", DROP_OUTER_NEW)
-    leaked = ALT.nothing_check(lab, f"{phase}: {name}", frames)
-    n1 = action_pkts(lab, "gact", DROP_OUTER_NEW)
-    lab.check(f"{phase}: ...dropped and counted by the outer-new drop (gact index {DROP_OUTER_NEW:#x}: {n0} -> {n1})",
-              leaked is None and None not in (n0, n1) and n1 - n0 == len(frames), f"want +{len(frames)}")
+    ALT.dropped_check(run.lab, f"{phase}: {name}", f"{phase}: ...dropped and counted by the outer-new drop "
+                                                   "(gact index {index:#x}: {n0} -> {n1})", frames)
 
 
 def check_nat_to_evpn_outer(run, phase, notes, sport0):
@@ -605,25 +493,9 @@ def v6_underlay_diagnosis(run):
                 ["bridge", "vni", "show"]):
         r = lab.sh(cmd, ns="hv", check=False)
         lab.note(f"{' '.join(cmd)}: " + " | ".join(l.strip() for l in (r.stdout + r.stderr).splitlines()[:14]))
-    for r in rules(lab, VXDEV):
+    for r in vh.rules(lab, VXDEV):
         if r.chain == 0 or r.pkts:
             lab.note("  " + r.summary())
-
-
-def trace(run):
-    out = lambda s: print(f"  | {s}", flush=True)  # noqa: E731
-    lab = run.lab
-    for dev in DEVICES:
-        rs = rules(lab, dev)
-        out(f"---- tc -s filter show dev {dev} ingress: {len(rs)} rules")
-        for r in rs:
-            out(r.summary())
-    for d in run.daemons:
-        out(f"---- daemon {d.tag} log (last 30 lines)")
-        for line in d.lines()[-30:]:
-            out(line)
-    for line in ALT.state_dump(lab):
-        out(line)
 
 
 def run(lab):
@@ -664,7 +536,7 @@ def run(lab):
     finally:
         try:
             if lab.failed:
-                trace(r)
+                ALT.trace(lab, DEVICES, r.daemons)
         finally:
             for d in r.daemons:
                 d.kill()

@@ -15,8 +15,6 @@ outer UDP source port and checksum are notes. This is the behaviour the fast pat
 
 import time
 
-from scapy.layers.inet import IPerror, UDPerror
-
 import vxlan_hypervisor as vh
 from labkit import describe
 
@@ -63,21 +61,11 @@ def check_ttl1(lab):
     cap = lab.capture(vh.FAB_NS, vh.FAB_DEV)
     try:
         lab.send(vh.FAB_NS, vh.FAB_DEV, frame)
-        icmp = cap.expect(lambda p: (vh.icmp_of(p) is not None and vh.icmp_of(p).type == 11
-                                     and UDPerror in p and p[UDPerror].sport == 40030))
-        name = ("evpn inner ttl 1 -> icmp time exceeded from 10.1.0.1, encapsulated to 10.0.1.2 vni 5001 "
-                "(outer macs/ips/port/vni, inner macs, quoted ttl 1)")
-        if icmp is None:
-            lab.check(name, False, f"no ICMP time exceeded seen; {cap.others_summary()}")
-        else:
-            want = vh.egress_wire("green")
-            want.update({"src ip": "10.1.0.1", "dst ip": "10.1.0.2", "proto": 1, "ipv4 checksum ok": True})
-            bad = vh.mismatches(lab, icmp, want)
-            ic = vh.icmp_of(icmp)
-            more = lab.mismatches([("icmp code", ic.code, 0), ("quoted dst", icmp[IPerror].dst, "10.100.0.2"),
-                                   ("quoted ttl", icmp[IPerror].ttl, 1)])
-            bad = "; ".join(x for x in (bad, more) if x)
-            lab.check(name, not bad, f"{bad} in {vh.describe_wire(icmp)}")
+        icmp = vh.time_exceeded(cap, frame)
+        vh.time_exceeded_check(lab, "evpn inner ttl 1 -> icmp time exceeded from 10.1.0.1, encapsulated to 10.0.1.2 "
+                                    "vni 5001 (outer macs/ips/port/vni, inner macs, quoted ttl 1)",
+                               icmp, cap.others_summary(), frame, "green")
+        if icmp is not None:
             lab.note(f"icmp time exceeded (kernel, encapsulated): {vh.outer_note(icmp)}, inner ttl "
                      f"{vh.decode(icmp)['ttl']}")
         leaked = [p for p in cap.others if vh.payload_match(payload)(p)]
