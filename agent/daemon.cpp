@@ -59,6 +59,14 @@ public:
     void reconcile(const std::vector<std::string>& extra_devs = {}) {
         const auto t0 = std::chrono::steady_clock::now();
         const KernelState state = watcher_.state();
+        // The punt pair can be deleted under a running NAT stage (by hand, by a
+        // --flush): start the stage again, which re-creates it, rather than failing
+        // every pass on a device that is gone.
+        if (nat_ && if_nametoindex(nat_->punt_dev().c_str()) == 0) {
+            log::warning("nat-punt-pair-gone", {{"dev", nat_->punt_dev()}, {"effect", "NAT stage restarted"}});
+            nat_.reset();
+            nat_tried_ifindex_ = 0;
+        }
         // The uplink may appear after the daemon started (or be re-created): try
         // the NAT stage again once per uplink ifindex, not on every event.
         if (const Link* up = state.link_by_name(mapping_.uplink);

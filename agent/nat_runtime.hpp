@@ -33,6 +33,7 @@ public:
     void reinject_waiting();
 
     compile::NatState state() const { return manager_.state(punt_->punt_ifindex(), punt_->punt_dev()); }
+    std::string punt_dev() const { return punt_->punt_dev(); }
     const Nat& config() const { return config_; }
 
 private:

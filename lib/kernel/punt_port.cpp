@@ -159,13 +159,19 @@ Result<Done> reconcile_dev(TcNetlink& tc, const std::string& dev, std::vector<tc
     if (auto q = tc.ensure_clsact(dev); !q) return fail(q.error());
     auto installed = tc.dump(dev);
     if (!installed) return fail(installed.error());
-    if (keep_owned)
+    if (keep_owned) {
+        // Only rules at other places (chain, prio) than ours: one at the same place
+        // with another protocol (an older version's catch-all) would make the kernel
+        // refuse ours, so it goes.
+        std::vector<tc::Rule> others;
         for (const auto& i : *installed) {
-            const auto id = i.rule.identity();
-            const bool wanted = std::any_of(desired.begin(), desired.end(),
-                                            [&](const tc::Rule& d) { return d.identity() == id; });
-            if (i.owned && i.decoded && !wanted) desired.push_back(i.rule);
+            const bool our_place = std::any_of(desired.begin(), desired.end(), [&](const tc::Rule& d) {
+                return d.chain == i.rule.chain && d.prio == i.rule.prio;
+            });
+            if (i.owned && i.decoded && !our_place) others.push_back(i.rule);
         }
+        desired.insert(desired.end(), others.begin(), others.end());
+    }
     const auto plan = reconcile::plan(desired, *installed);
     if (plan.empty()) return Done{};
     const auto report = tc.apply(plan);

@@ -555,6 +555,16 @@ TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, w
         CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.0/24 action gact ok") != "");
         CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.200.0.254/32") != "");
     }
+    SECTION("a local VTEP the host does not own: the kernel would drop what the fast path encapsulates") {
+        VxlanHypervisor h;
+        h.k.addresses.erase(std::remove_if(h.k.addresses.begin(), h.k.addresses.end(),
+                                           [](const dpo::Address& a) { return a.prefix.str() == "10.0.1.1/24"; }),
+                            h.k.addresses.end());
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "egress svi-green: local VTEP 10.0.1.1 is not an address of this host"));
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.0/24 action gact ok") != "");
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.2.0.2/32") != "");  // ACI unaffected
+    }
     SECTION("a per-VNI VXLAN device: tunnel_key would be ignored, so nothing goes through it") {
         VxlanHypervisor h;
         h.k.links[8].vxlan_id = 5001;
@@ -621,6 +631,8 @@ TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
     for (auto& i : m.interfaces)
         if (i.name == "green") i.role = dpo::Role::Outer;
     dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-inject";
     auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
     CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 5001") ==
           "tc filter add dev vxlan0 ingress chain 0 prio 1 protocol all flower dst_mac 02:00:00:00:50:01 "
@@ -640,12 +652,77 @@ TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
           "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
           "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 "
           "id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
-    // No punt path: no way back either.
-    CHECK(dev_commands(p, "dpo-inject", 0).empty());
+    // web (ACI) is still inner: its first packets need the marked way back.
+    CHECK(dev_commands(p, "dpo-inject", 0).size() == 2);
+    CHECK(dev_rule(p, "vxlan0", 0, "prio 2 ") != "");
     check_mlx5_shape(p);
+
+    // With no inner VXLAN interface left, nothing is punted from the VXLAN device:
+    // no marked way back, only the uplink's.
+    for (auto& i : m.interfaces)
+        if (i.name == "web") i.role = dpo::Role::Outer;
+    p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    CHECK(dev_commands(p, "dpo-inject", 0) ==
+          std::vector<std::string>{"tc filter add dev dpo-inject ingress chain 0 prio 1 protocol 802.1Q flower "
+                                   "action mirred ingress redirect dev p0 index 3642753025"});
+    CHECK(dev_rule(p, "vxlan0", 0, "prio 2 ") == "");
+    // And without a punt path, first packets are dropped and counted, not punted.
+    nat.punt_ifindex = 0;
+    p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    CHECK(dev_commands(p, "dpo-inject", 0).empty());
+    CHECK(dev_rule(p, "p0", 4096, "prio 4 ") ==
+          "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+          "action gact drop index 3643801604");
 }
 
 TEST_CASE("rule devices: the uplink and, with a vxlan section, the VXLAN device") {
     CHECK(dpo::compile::rule_devices(mapping()) == std::vector<std::string>{"p0"});
     CHECK(dpo::compile::rule_devices(vxlan_mapping()) == std::vector<std::string>{"p0", "vxlan0"});
+}
+
+TEST_CASE("an IPv6 EVPN underlay: decap on the IPv6 VTEP, encap with an outer UDP checksum") {
+    auto text = std::string(kVxlanMapping);
+    auto swap = [&text](const std::string& from, const std::string& to) {
+        const auto at = text.find(from);
+        REQUIRE(at != std::string::npos);
+        text.replace(at, from.size(), to);
+    };
+    swap(R"("local_vtep": "10.0.1.1")", R"("local_vtep": "fd00:f::1")");
+    swap(R"("remote_vtep": "10.0.1.2")", R"("remote_vtep": "fd00:f::2")");
+    auto m = dpo::parse_mapping(text, "m.json");
+    REQUIRE(m.ok());
+    VxlanHypervisor h;
+    h.address(2, "fd00:f::1/64");
+    h.connected("fd00:f::/64", 2);
+    auto p = dpo::compile::compile(*m, h.k);
+    CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 5001") ==
+          "tc filter add dev vxlan0 ingress chain 0 prio 1 protocol all flower dst_mac 02:00:00:00:50:01 "
+          "enc_dst_ip fd00:f::1 enc_key_id 5001 enc_dst_port 4789 action gact goto chain 65792");
+    CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.2/32").find(
+              "action tunnel_key set src_ip fd00:f::1 dst_ip fd00:f::2 id 5001 dst_port 4789 csum pipe") !=
+          std::string::npos);
+    // ACI stays on its IPv4 underlay, without a checksum.
+    CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.2.0.2/32").find("dst_ip 10.0.2.10 id 6001 dst_port 4789 nocsum") !=
+          std::string::npos);
+    check_mlx5_shape(p);
+}
+
+TEST_CASE("the VXLAN program is a function of the state, and its rules are unique by identity") {
+    const auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-inject";
+    nat.subscribers = {{*IpAddress::parse("10.1.0.2"), dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
+                       {*IpAddress::parse("10.100.0.2"), std::nullopt}};
+    VxlanHypervisor a;
+    VxlanHypervisor b;
+    std::reverse(b.k.routes.begin(), b.k.routes.end());
+    std::reverse(b.k.neighbours.begin(), b.k.neighbours.end());
+    std::reverse(b.k.addresses.begin(), b.k.addresses.end());
+    const auto pa = dpo::compile::compile(m, a.k, &nat);
+    const auto pb = dpo::compile::compile(m, b.k, &nat);
+    CHECK(pa.rules == pb.rules);
+    std::set<dpo::tc::Identity> ids;
+    for (const auto& r : pa.rules) CHECK(ids.insert(r.identity()).second);
+    check_mlx5_shape(pa);
 }

@@ -147,6 +147,12 @@ private:
                    " is not a metadata-mode VXLAN device that is up";
         const Tunnel tun = *tunnel_of(i);
         const IpAddress& remote = tun.remote_vtep;
+        // The kernel routes the outer packet from this source: one the host does not
+        // own makes it drop the packet, which the slow path would have delivered.
+        const IpAddress local = local_vtep(m, tun);
+        if (std::none_of(k.addresses.begin(), k.addresses.end(),
+                         [&](const Address& a) { return a.prefix.address == local; }))
+            return "egress " + i.netdev + ": local VTEP " + local.str() + " is not an address of this host";
         const Route* rt = underlay.lookup(remote);
         if (!rt || rt->type != kRtnUnicast || rt->nexthops.empty())
             return "egress " + i.netdev + ": no route to remote VTEP " + remote.str();
@@ -160,7 +166,7 @@ private:
         }
         tc::TunnelSet t;
         t.vni = tun.vni;
-        t.src = local_vtep(m, tun);
+        t.src = local;
         t.dst = remote;
         t.dst_port = m.vxlan->port;
         // IPv4: a zero UDP checksum (RFC 7348, and what NICs encapsulate with); IPv6
