@@ -106,6 +106,7 @@ public:
                                  {"deleted", std::to_string(out->deleted)},
                                  {"refused", std::to_string(out->refused.size())},
                                  {"messages", std::to_string(out->messages)},
+                                 {"repointed", std::to_string(out->repointed)},
                                  {"in_hw", std::to_string(out->in_hw)},
                                  {"not_in_hw", std::to_string(out->not_in_hw)},
                                  {"routes", std::to_string(state.routes.size())},

@@ -203,6 +203,18 @@ struct ActionEncoder {
     }
 };
 
+// One action at position `order` of an action list, with our cookie if `owner`.
+void put_action(nlmsghdr* nlh, std::size_t order, const tc::Action& a, bool owner) {
+    ActionEncoder enc{nlh};
+    nlattr* one = mnl_attr_nest_start(nlh, static_cast<std::uint16_t>(order));
+    mnl_attr_put_strz(nlh, TCA_ACT_KIND, enc.kind(a));
+    nlattr* aopts = mnl_attr_nest_start(nlh, TCA_ACT_OPTIONS);
+    std::visit(enc, a);
+    mnl_attr_nest_end(nlh, aopts);
+    if (owner) mnl_attr_put(nlh, TCA_ACT_COOKIE, kOwnerCookie.size(), kOwnerCookie.data());
+    mnl_attr_nest_end(nlh, one);
+}
+
 void put_prefix(nlmsghdr* nlh, const IpPrefix& p, int v4_key, int v4_mask, int v6_key, int v6_mask) {
     const bool v4 = p.address.family == Family::V4;
     const std::size_t n = p.address.size();
@@ -261,18 +273,23 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
         mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK, 0xffff);
     }
     nlattr* acts = mnl_attr_nest_start(nlh, TCA_FLOWER_ACT);
-    for (std::size_t i = 0; i < r.actions.size(); ++i) {
-        ActionEncoder enc{nlh};
-        nlattr* one = mnl_attr_nest_start(nlh, static_cast<std::uint16_t>(i + 1));
-        mnl_attr_put_strz(nlh, TCA_ACT_KIND, enc.kind(r.actions[i]));
-        nlattr* aopts = mnl_attr_nest_start(nlh, TCA_ACT_OPTIONS);
-        std::visit(enc, r.actions[i]);
-        mnl_attr_nest_end(nlh, aopts);
-        if (i == 0) mnl_attr_put(nlh, TCA_ACT_COOKIE, kOwnerCookie.size(), kOwnerCookie.data());
-        mnl_attr_nest_end(nlh, one);
-    }
+    for (std::size_t i = 0; i < r.actions.size(); ++i) put_action(nlh, i + 1, r.actions[i], i == 0);
     mnl_attr_nest_end(nlh, acts);
     mnl_attr_nest_end(nlh, opts);
+    return nlh;
+}
+
+nlmsghdr* put_replace_action(void* buf, const tc::Action& a) {
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = RTM_NEWACTION;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_ACK;
+    auto* t = static_cast<tcamsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcamsg)));
+    t->tca_family = AF_UNSPEC;
+    nlattr* tab = mnl_attr_nest_start(nlh, TCA_ACT_TAB);
+    // The cookie counts only on a rule's first action; a shared action that is first
+    // somewhere (the punt mirred) must keep it.
+    put_action(nlh, 1, a, true);
+    mnl_attr_nest_end(nlh, tab);
     return nlh;
 }
 

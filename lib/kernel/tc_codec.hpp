@@ -36,6 +36,9 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
 nlmsghdr* put_del_filter(void* buf, const FilterRef& f);
 // RTM_GETTFILTER dump of every chain of the device's clsact ingress.
 nlmsghdr* put_dump_filters(void* buf, int ifindex);
+// RTM_NEWACTION with NLM_F_REPLACE: changes a shared action (one with an index) in
+// place, for every rule that holds it.
+nlmsghdr* put_replace_action(void* buf, const tc::Action& a);
 // RTM_NEWQDISC clsact (an existing one is fine: EEXIST is "done").
 nlmsghdr* put_new_clsact(void* buf, int ifindex);
 

@@ -179,6 +179,18 @@ tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
     return report;
 }
 
+tc::ApplyReport TcNetlink::replace_actions(const std::vector<tc::Action>& actions) {
+    tc::ApplyReport report;
+    std::vector<char> buf(kMessageRoom);
+    for (const auto& a : actions) {
+        nlmsghdr* nlh = put_replace_action(buf.data(), a);
+        nlh->nlmsg_seq = next_seq();
+        const std::string what = "shared action " + tc::action_text(a);
+        send_batch(std::vector<char>(buf.begin(), buf.begin() + nlh->nlmsg_len), {{nlh->nlmsg_seq, what}}, report);
+    }
+    return report;
+}
+
 void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report) {
     report.sent += sent.size();
     if (mnl_socket_sendto(sock_, buf.data(), buf.size()) < 0) {

@@ -19,6 +19,7 @@ public:
     Result<std::vector<tc::Installed>> dump(const std::string& dev) override;
     Result<Done> ensure_clsact(const std::string& dev) override;
     tc::ApplyReport apply(const reconcile::Plan& plan) override;
+    tc::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override;
 
 private:
     TcNetlink(mnl_socket* s, std::size_t max_batch_messages) : sock_(s), max_batch_messages_(max_batch_messages) {}

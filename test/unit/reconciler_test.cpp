@@ -37,7 +37,7 @@ public:
         }
         for (const auto& x : p.replaces) {
             for (auto& i : devs[x.rule.dev])
-                if (i.handle == x.handle) i.rule = x.rule;
+                if (i.handle == x.handle) i.rule = bound(x.rule);
             ++r.sent;
             ++r.done;
         }
@@ -48,7 +48,7 @@ public:
                 continue;
             }
             tc::Installed i;
-            i.rule = a;
+            i.rule = bound(a);
             i.handle = ++next_handle_;
             i.owned = i.decoded = true;
             i.not_in_hw = true;
@@ -58,8 +58,37 @@ public:
         messages += r.sent;
         return r;
     }
+    tc::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override {
+        tc::ApplyReport r;
+        for (const auto& a : actions) {
+            const auto& want = std::get<tc::Redirect>(a);
+            for (auto& [_, rules] : devs)
+                for (auto& i : rules)
+                    for (auto& x : i.rule.actions)
+                        if (auto* m = std::get_if<tc::Redirect>(&x); m && m->index == want.index) *m = want;
+            ++r.sent;
+            ++r.done;
+        }
+        action_replaces += r.sent;
+        return r;
+    }
+    std::size_t action_replaces = 0;
 
 private:
+    // As the kernel does: a rule naming the index of an existing shared action binds
+    // to that action as it is; the parameters it gives are ignored.
+    tc::Rule bound(tc::Rule r) const {
+        for (auto& x : r.actions) {
+            auto* m = std::get_if<tc::Redirect>(&x);
+            if (!m || !m->index) continue;
+            for (const auto& [_, rules] : devs)
+                for (const auto& i : rules)
+                    for (const auto& y : i.rule.actions)
+                        if (const auto* e = std::get_if<tc::Redirect>(&y); e && e->index == m->index) *m = *e;
+        }
+        return r;
+    }
+
     std::uint32_t next_handle_ = 0;
 };
 
@@ -149,4 +178,34 @@ TEST_CASE("rules for a device outside the pass wait for a pass that has it") {
     CHECK(b->added == 1);
     CHECK(b->kept == 1);
     CHECK(fake.devs["vxlan0"].size() == 1);
+}
+
+TEST_CASE("a shared redirect left pointing at a re-created device is pointed right, for every holder") {
+    // p0's rules send to vxlan0 through one shared mirred per VNI; vxlan0 was deleted
+    // and re-created (new ifindex 9): the action still names the old device.
+    FakeTc fake;
+    auto holder = [](std::uint16_t vid, int target) {
+        tc::Rule r = rule(vid);
+        r.chain = 256;
+        r.actions = {tc::Redirect{target, "vxlan0", 0xda001389}};
+        return r;
+    };
+    for (std::uint16_t vid : {100, 101}) {
+        tc::Installed i;
+        i.rule = holder(vid, 7);
+        i.handle = vid;
+        i.owned = i.decoded = true;
+        fake.devs["p0"].push_back(i);
+    }
+    reconcile::Reconciler rec(fake);
+    auto a = rec.sync({holder(100, 9), holder(101, 9)}, {"p0"});
+    REQUIRE(a.ok());
+    CHECK(a->repointed == 1);
+    CHECK(fake.action_replaces == 1);
+    CHECK(a->messages == 0);  // the holders are right once their action is
+    for (const auto& i : fake.devs["p0"]) CHECK(std::get<tc::Redirect>(i.rule.actions[0]).ifindex == 9);
+    auto b = rec.sync({holder(100, 9), holder(101, 9)}, {"p0"});
+    REQUIRE(b.ok());
+    CHECK(b->repointed == 0);
+    CHECK(b->messages == 0);
 }

@@ -2,8 +2,30 @@
 #include "reconciler.hpp"
 
 #include <algorithm>
+#include <map>
 
 namespace dpo::reconcile {
+
+std::vector<tc::Action> stale_redirects(const std::vector<tc::Rule>& desired,
+                                        const std::vector<tc::Installed>& installed) {
+    std::map<std::uint32_t, const tc::Redirect*> want;
+    for (const auto& r : desired)
+        for (const auto& a : r.actions)
+            if (const auto* m = std::get_if<tc::Redirect>(&a); m && m->index) want.emplace(m->index, m);
+    std::map<std::uint32_t, tc::Action> stale;
+    for (const auto& i : installed) {
+        if (!i.owned || !i.decoded) continue;
+        for (const auto& a : i.rule.actions) {
+            const auto* m = std::get_if<tc::Redirect>(&a);
+            if (!m || !m->index) continue;
+            const auto w = want.find(m->index);
+            if (w != want.end() && !(*m == *w->second)) stale.emplace(m->index, *w->second);
+        }
+    }
+    std::vector<tc::Action> out;
+    for (auto& [_, a] : stale) out.push_back(std::move(a));
+    return out;
+}
 
 Result<std::vector<tc::Installed>> Reconciler::dump_all(const std::vector<std::string>& devs) {
     std::vector<tc::Installed> all;
@@ -32,15 +54,27 @@ Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& all_desired, const
         if (wants && !has_any)
             if (auto q = backend_.ensure_clsact(dev); !q) return fail(q.error());
     }
-    const Plan p = plan(desired, *installed);
     Outcome out;
+    // A shared redirect (one counter per egress) outlives a device it points to when
+    // rules on other devices hold it: after the device is re-created it points
+    // nowhere, and a filter naming its index only binds to it as it is. Point it
+    // right first, in place, for every holder.
+    if (auto stale = stale_redirects(desired, *installed); !stale.empty()) {
+        const tc::ApplyReport report = backend_.replace_actions(stale);
+        out.repointed = report.done;
+        out.refused = report.refused;
+        auto again = dump_all(devs);
+        if (!again) return fail(again.error());
+        installed = std::move(again);
+    }
+    const Plan p = plan(desired, *installed);
     out.kept = p.kept;
     const std::vector<tc::Installed>* status = &*installed;
     std::vector<tc::Installed> after;
     if (!p.empty()) {
         const tc::ApplyReport report = backend_.apply(p);
         out.messages = report.sent;
-        out.refused = report.refused;
+        out.refused.insert(out.refused.end(), report.refused.begin(), report.refused.end());
         out.deleted = p.deletes.size();
         out.replaced = p.replaces.size();
         out.added = p.adds.size();

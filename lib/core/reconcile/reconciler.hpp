@@ -14,9 +14,15 @@ namespace dpo::reconcile {
 struct Outcome {
     std::size_t kept = 0, added = 0, replaced = 0, deleted = 0;
     std::size_t messages = 0;             // filter messages sent: 0 when nothing changed
+    std::size_t repointed = 0;            // shared redirects pointed at their device again
     std::size_t in_hw = 0, not_in_hw = 0;  // of our rules after the pass
     std::vector<tc::Refusal> refused;
 };
+
+// Shared redirects (by index) that installed rules of ours hold with another target
+// than the desired rules give them: each as the desired action.
+std::vector<tc::Action> stale_redirects(const std::vector<tc::Rule>& desired,
+                                        const std::vector<tc::Installed>& installed);
 
 class Reconciler {
 public:

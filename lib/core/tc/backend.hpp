@@ -34,6 +34,8 @@ public:
     virtual Result<Done> ensure_clsact(const std::string& dev) = 0;
     // Sends the plan in batches, deletes first; a refusal does not stop the rest.
     virtual ApplyReport apply(const reconcile::Plan& plan) = 0;
+    // Changes shared actions (by their index) in place, for every rule holding them.
+    virtual ApplyReport replace_actions(const std::vector<Action>& actions) = 0;
 };
 
 }  // namespace dpo::tc

@@ -123,6 +123,8 @@ std::string Rule::key() const {
            protocol_name(protocol) + match_text(match);
 }
 
+std::string action_text(const Action& a) { return std::visit(ActionText{}, a); }
+
 std::string to_tc_command(const Rule& r) {
     std::string s = "tc filter add dev " + r.dev + " ingress chain " + std::to_string(r.chain) + " prio " +
                     std::to_string(r.prio) + " protocol " + protocol_name(r.protocol) + " flower" + match_text(r.match);

@@ -184,5 +184,7 @@ struct Installed {
 
 // The rule as a `tc filter add` command a person can read and run.
 std::string to_tc_command(const Rule& r);
+// One action in tc's words (`mirred egress redirect dev p0 index 3640655972`).
+std::string action_text(const Action& a);
 
 }  // namespace dpo::tc

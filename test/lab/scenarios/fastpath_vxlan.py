@@ -24,6 +24,7 @@ where the kernel must act (VNI 7001, TTL 1), and off again after.
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -112,6 +113,7 @@ class Run:
         self.chunk = None            # (public, lo, hi) of SUB
         self.flow = None             # (sport, public, public port) of SUB's first UDP flow
         self.timings = []
+        self.built = None            # what vh.build returned (its command lines among it)
 
 
 def check_start(run, rec):
@@ -392,6 +394,41 @@ def check_link_events(run, complete):
                      lambda: lab.sh(["bridge", "link", "set", "dev", "vxlan0", "learning", "off"], ns="hv"))
 
 
+def check_vxlan_recreated(run):
+    """The VXLAN device deleted and made again (ifreload, a layout change) while the daemon
+    does not look (stopped here, so both changes land in one pass): the rules on p0 and
+    dpo-inject that send to it hold shared mirred actions (one per VNI) that still name the
+    gone device, and a filter naming an existing shared action only binds to it as it is.
+    The daemon must point those actions at the new device, and then be in step."""
+    lab, d = run.lab, run.daemon
+    vx = [c for c in run.built.commands if re.search(r"\bvxlan0\b", c)]
+    since = len(d.lines())
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        lab.sh(["ip", "link", "del", "vxlan0"], ns="hv")
+        for c in vx:
+            lab.sh(c, ns="hv")
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    new_ifindex = int(lab.sh(["cat", "/sys/class/net/vxlan0/ifindex"], ns="hv").stdout)
+    fields, line, at = d.wait_event("reconciled", lambda f: int(f.get("repointed", 0)) > 0, timeout=20.0,
+                                    since=since)
+    lab.check(f"vxlan0 deleted and re-created (ifindex {new_ifindex}) in one pass of the daemon: the shared "
+              f"redirects toward it are pointed at the new device ({line.strip() if fields else line})",
+              fields is not None, f"reconciled since: {d.events('reconciled', since)[-4:]}")
+    # In step afterwards: a reload of the same file makes a pass that sends nothing.
+    mark = len(d.lines())
+    os.kill(d.proc.pid, signal.SIGHUP)
+    f2, line2, _ = d.wait_event("reconciled", lambda f: True, timeout=20.0, since=mark)
+    lab.check("...and then in step: the next pass (SIGHUP, same file) sends 0 filter changes and re-points nothing "
+              f"({line2.strip() if f2 else line2})",
+              f2 is not None and f2.get("messages") == "0" and f2.get("repointed") == "0")
+    vh.forward_check(lab, "after vxlan0 was re-created, vlan 100 in -> aci out still by tc (vni 6001)",
+                     vh.host_frame("blue", "10.2.0.2", 41102, b"dpo-fpvx recreated vlan->aci"), "web")
+    vh.forward_check(lab, "after vxlan0 was re-created, evpn in -> vlan 100 still by tc",
+                     vh.host_frame("green", "10.100.0.2", 41103, b"dpo-fpvx recreated evpn->vlan"), "blue")
+
+
 def check_restart(run):
     lab = run.lab
     before = {dev: filters_text(lab, dev) for dev in DEVICES}
@@ -482,13 +519,14 @@ def run(lab):
     if not lab.check("dpoffloadd built (--build-dir)", lab.daemon_path() is not None,
                      f"no executable agent/dpoffloadd under {lab.build_dir}"):
         return
-    vh.build(lab)
+    built = vh.build(lab)
     vh.forwarding(lab, 0)
     fd, config = tempfile.mkstemp(prefix="fastpath_vxlan-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(MAPPING)
     check_dry_run(lab, config)
     r = Run(lab, config)
+    r.built = built
     r.monitor = LinkMonitor(lab)
     try:
         r.daemon, rec = start_daemon(lab, config, "first", timeout=START_TIMEOUT)
@@ -509,6 +547,7 @@ def run(lab):
             complete = rules_kept_check(r, "every filter installed after the restart is still installed after "
                                            "its checks (nothing dropped them meanwhile)", None, r.after_restart)
             check_link_events(r, complete)
+            check_vxlan_recreated(r)
             check_flush(r)
         for what, s in r.timings:
             lab.note(f"timing: {what}: {s * 1000:.1f} ms")
