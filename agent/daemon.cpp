@@ -97,6 +97,9 @@ public:
             log::error("reconcile-failed", {{"reason", out.error()}});
             return;
         }
+        if (out->lost)
+            log::warning("acks-lost", {{"messages", std::to_string(out->lost)},
+                                       {"effect", "outcome read back from a dump and the difference sent again"}});
         for (const auto& r : out->refused)
             log::error("rule-refused", {{"rule", r.rule}, {"error", std::strerror(r.error)}, {"extack", r.extack}});
         log::info("reconciled", {{"rules", std::to_string(program.rules.size())},

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <optional>
 
 #include "core/reconcile/reconciler.hpp"
 
@@ -17,6 +18,9 @@ public:
     std::size_t messages = 0;
     std::size_t clsact_calls = 0;
     std::string refuse_key;  // a rule the "kernel" refuses
+    // The next apply loses every ack and carries out only its first `drop_after` adds,
+    // as if the kernel had stopped there (it does not, but nothing else can be known).
+    std::optional<std::size_t> drop_after;
 
     Result<std::vector<tc::Installed>> dump(const std::string& dev) override {
         auto it = devs.find(dev);
@@ -41,8 +45,15 @@ public:
             ++r.sent;
             ++r.done;
         }
+        std::size_t n = 0;
+        const auto limit = drop_after;
+        drop_after.reset();
         for (const auto& a : p.adds) {
             ++r.sent;
+            if (limit) {
+                ++r.lost;
+                if (n++ >= *limit) continue;
+            }
             if (a.key() == refuse_key) {
                 r.refused.push_back({a.key(), 95, "Operation not supported"});
                 continue;
@@ -53,7 +64,7 @@ public:
             i.owned = i.decoded = true;
             i.not_in_hw = true;
             devs[a.dev].push_back(i);
-            ++r.done;
+            if (!limit) ++r.done;
         }
         messages += r.sent;
         return r;
@@ -207,5 +218,21 @@ TEST_CASE("a shared redirect left pointing at a re-created device is pointed rig
     auto b = rec.sync({holder(100, 9), holder(101, 9)}, {"p0"});
     REQUIRE(b.ok());
     CHECK(b->repointed == 0);
+    CHECK(b->messages == 0);
+}
+
+TEST_CASE("acks lost to an overrun: what happened is read back and the rest sent again, once") {
+    FakeTc fake;
+    fake.devs["p0"] = {};
+    fake.drop_after = 1;
+    reconcile::Reconciler rec(fake);
+    auto a = rec.sync({rule(100), rule(200), rule(300)}, {"p0"});
+    REQUIRE(a.ok());
+    CHECK(a->lost == 3);
+    CHECK(a->refused.empty());
+    CHECK(fake.devs["p0"].size() == 3);  // the second round added the two that were missing
+    CHECK(a->messages == 5);
+    auto b = rec.sync({rule(100), rule(200), rule(300)}, {"p0"});
+    REQUIRE(b.ok());
     CHECK(b->messages == 0);
 }

@@ -67,22 +67,27 @@ Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& all_desired, const
         if (!again) return fail(again.error());
         installed = std::move(again);
     }
-    const Plan p = plan(desired, *installed);
+    Plan p = plan(desired, *installed);
     out.kept = p.kept;
     const std::vector<tc::Installed>* status = &*installed;
     std::vector<tc::Installed> after;
-    if (!p.empty()) {
+    // A second round only when acks were lost: what the first did is read back and
+    // whatever it did not do is sent again, so an overrun leaves no silent gap.
+    for (int round = 0; round < 2 && !p.empty(); ++round) {
         const tc::ApplyReport report = backend_.apply(p);
-        out.messages = report.sent;
+        out.messages += report.sent;
         out.refused.insert(out.refused.end(), report.refused.begin(), report.refused.end());
-        out.deleted = p.deletes.size();
-        out.replaced = p.replaces.size();
-        out.added = p.adds.size();
+        out.lost += report.lost;
+        out.deleted += p.deletes.size();
+        out.replaced += p.replaces.size();
+        out.added += p.adds.size();
         // The kernel decides what is in hardware: read it back.
         auto again = dump_all(devs);
         if (!again) return fail(again.error());
         after = std::move(*again);
         status = &after;
+        if (report.lost == 0) break;
+        p = plan(desired, after);
     }
     for (const auto& i : *status) {
         if (!i.owned) continue;

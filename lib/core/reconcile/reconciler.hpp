@@ -15,6 +15,7 @@ struct Outcome {
     std::size_t kept = 0, added = 0, replaced = 0, deleted = 0;
     std::size_t messages = 0;             // filter messages sent: 0 when nothing changed
     std::size_t repointed = 0;            // shared redirects pointed at their device again
+    std::size_t lost = 0;                 // acks lost to a receive overrun (then re-planned once)
     std::size_t in_hw = 0, not_in_hw = 0;  // of our rules after the pass
     std::vector<tc::Refusal> refused;
 };

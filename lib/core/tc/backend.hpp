@@ -23,6 +23,9 @@ struct ApplyReport {
     std::size_t sent = 0;     // filter messages sent to the kernel
     std::size_t done = 0;
     std::vector<Refusal> refused;
+    // Messages whose ack never came (the receive buffer overran): their outcome is
+    // unknown until the next dump.
+    std::size_t lost = 0;
 };
 
 class Backend {
