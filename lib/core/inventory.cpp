@@ -63,6 +63,9 @@ std::vector<Finding> inspect_kernel(const Mapping& m, const KernelState& k) {
                                                    ", but the fast path needs a metadata-mode (external) device"
                                              : " (metadata mode)") +
                                (vx->up ? " up" : " DOWN")});
+        if (vx && vx->vxlan_port && *vx->vxlan_port != m.vxlan->port)
+            out.push_back({false, "vxlan device " + m.vxlan->device + ": UDP port " + std::to_string(*vx->vxlan_port) +
+                                      ", but the mapping says " + std::to_string(m.vxlan->port)});
     }
     // A local VTEP the host does not own receives nothing: the decap rules would wait in vain.
     auto vtep = [&](const char* fabric, const IpAddress& a) {

@@ -29,6 +29,7 @@ struct Link {
     int parent_ifindex = 0;    // IFLA_LINK: the lower device of a VLAN
     std::optional<std::uint16_t> vlan_id;
     std::optional<std::uint32_t> vxlan_id;  // absent on metadata (external) devices
+    std::optional<std::uint16_t> vxlan_port;  // the UDP port a VXLAN device listens on and sends to
 };
 
 struct Address {

@@ -67,6 +67,8 @@ Link to_link(rtnl_link* l) {
         // A metadata ("external") device has no VNI of its own (the kernel reports 0).
         const bool metadata = rtnl_link_vxlan_get_collect_metadata(l) > 0;
         if (!metadata && rtnl_link_vxlan_get_id(l, &id) == 0) out.vxlan_id = id;
+        uint32_t port = 0;  // host order (libnl converts)
+        if (rtnl_link_vxlan_get_port(l, &port) == 0) out.vxlan_port = static_cast<std::uint16_t>(port);
     }
     return out;
 }

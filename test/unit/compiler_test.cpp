@@ -570,8 +570,19 @@ TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, w
         h.k.links[8].vxlan_id = 5001;
         auto p = dpo::compile::compile(vxlan_mapping(), h.k);
         CHECK(noted(p, "VXLAN device vxlan0 is not in metadata (external) mode: EVPN and ACI interfaces are left to the kernel"));
-        CHECK(noted(p, "egress svi-green: VXLAN device vxlan0 is not a metadata-mode VXLAN device that is up"));
+        CHECK(noted(p, "egress svi-green: VXLAN device vxlan0 is not a metadata-mode VXLAN device that is up on the "
+                      "mapping's port"));
         CHECK(std::none_of(p.rules.begin(), p.rules.end(), [](const dpo::tc::Rule& r) { return r.dev == "vxlan0"; }));
+    }
+    SECTION("a VXLAN device on another UDP port than the mapping's: the paths would disagree") {
+        VxlanHypervisor h;
+        h.k.links[8].vxlan_port = 8472;
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "VXLAN device vxlan0 uses UDP port 8472, the mapping 4789: EVPN and ACI interfaces are left to the kernel"));
+        CHECK(std::none_of(p.rules.begin(), p.rules.end(), [](const dpo::tc::Rule& r) { return r.dev == "vxlan0"; }));
+        h.k.links[8].vxlan_port = 4789;
+        p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 5001") != "");
     }
     SECTION("an SVI down: its VNI is not classified, nor is it an egress") {
         VxlanHypervisor h;

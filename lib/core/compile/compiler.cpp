@@ -142,9 +142,9 @@ private:
     static std::string tunnel(const Mapping& m, const KernelState& k, const Link& uplink, const Interface& i,
                               const RouteLookup& underlay, EgressPort& port) {
         const Link* vx = m.vxlan ? k.link_by_name(m.vxlan->device) : nullptr;
-        if (!vx || !vx->up || vx->kind != "vxlan" || vx->vxlan_id)
+        if (!vx || !vx->up || vx->kind != "vxlan" || vx->vxlan_id || (vx->vxlan_port && *vx->vxlan_port != m.vxlan->port))
             return "egress " + i.netdev + ": VXLAN device " + (m.vxlan ? m.vxlan->device : std::string("?")) +
-                   " is not a metadata-mode VXLAN device that is up";
+                   " is not a metadata-mode VXLAN device that is up on the mapping's port";
         const Tunnel tun = *tunnel_of(i);
         const IpAddress& remote = tun.remote_vtep;
         // The kernel routes the outer packet from this source: one the host does not
@@ -529,12 +529,17 @@ Program compile(const Mapping& m, const KernelState& k, const NatState* nat) {
         vxlan = k.link_by_name(m.vxlan->device);
         // Only a metadata-mode device takes the VNI and VTEPs from tunnel_key; a
         // per-VNI device would send everything with its own.
-        const char* why = !vxlan ? " does not exist"
+        std::string why = !vxlan ? " does not exist"
                           : !vxlan->up ? " is down"
                           : vxlan->kind != "vxlan" ? " is not a VXLAN device"
                           : vxlan->vxlan_id ? " is not in metadata (external) mode"
-                                            : nullptr;
-        if (why) {
+                                            : "";
+        // The decap rules match the mapping's port and the encap sends to it: the
+        // kernel's socket must be the one on that port, or the two paths disagree.
+        if (why.empty() && vxlan->vxlan_port && *vxlan->vxlan_port != m.vxlan->port)
+            why = " uses UDP port " + std::to_string(*vxlan->vxlan_port) + ", the mapping " +
+                  std::to_string(m.vxlan->port);
+        if (!why.empty()) {
             p.notes.push_back("VXLAN device " + m.vxlan->device + why + ": EVPN and ACI interfaces are left to the kernel");
             vxlan = nullptr;
         }
