@@ -71,8 +71,14 @@ void show_rules(const dpo::Mapping& m, const dpo::KernelState& k) {
         return;
     }
     const auto desired = dpo::compile::compile(m, k).rules;
+    if (m.nat)
+        std::printf("Rules: with nat, the subscriber and punt rules follow the running daemon's chunks; they are "
+                    "compared here as if the NAT stage were not running\n");
     for (const auto& dev : dpo::compile::rule_devices(m)) {
-        if (!k.link_by_name(dev)) continue;
+        if (!k.link_by_name(dev)) {
+            std::printf("Rules on %s: no such device\n", dev.c_str());
+            continue;
+        }
         auto installed = (*tc)->dump(dev);
         if (!installed) {
             std::printf("Rules on %s: cannot read them: %s\n", dev.c_str(), installed.error().c_str());
