@@ -34,6 +34,7 @@ KernelState hypervisor(std::size_t routes, std::size_t neighbours) {
         l.up = true;
         l.mac = Mac{2, 0, 0, 0, 0, static_cast<std::uint8_t>(i)};
     }
+    k.addresses.push_back({2, IpPrefix{IpAddress::v4(0x0a000101u), 24}});  // the local VTEP 10.0.1.1
     Route underlay;  // toward the remote VTEP
     underlay.table = 254;
     underlay.type = 1;
