@@ -4,9 +4,11 @@
 
 #include <getopt.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "core/compile/compiler.hpp"
@@ -70,34 +72,56 @@ void show_rules(const dpo::Mapping& m, const dpo::KernelState& k) {
         std::printf("Rules: cannot read them: %s\n", tc.error().c_str());
         return;
     }
-    const auto desired = dpo::compile::compile(m, k).rules;
-    if (m.nat)
-        std::printf("Rules: with nat, the subscriber and punt rules follow the running daemon's chunks; they are "
-                    "compared here as if the NAT stage were not running\n");
-    for (const auto& dev : dpo::compile::rule_devices(m)) {
+    std::vector<std::string> devs = dpo::compile::rule_devices(m);
+    std::vector<std::pair<std::string, std::vector<dpo::tc::Installed>>> dumps;
+    std::vector<dpo::tc::Rule> ours;
+    auto read = [&](const std::string& dev) {
         if (!k.link_by_name(dev)) {
             std::printf("Rules on %s: no such device\n", dev.c_str());
-            continue;
+            return;
         }
         auto installed = (*tc)->dump(dev);
         if (!installed) {
             std::printf("Rules on %s: cannot read them: %s\n", dev.c_str(), installed.error().c_str());
-            continue;
+            return;
         }
+        for (const auto& i : *installed)
+            if (i.owned && i.decoded) ours.push_back(i.rule);
+        dumps.emplace_back(dev, std::move(*installed));
+    };
+    for (const auto& dev : devs) read(dev);
+    // The NAT stage's rules follow the running daemon's chunks: compare against the
+    // chunks its installed rules hold, if it ran (its rules use conntrack).
+    std::optional<dpo::compile::NatState> nat;
+    const bool tracked = std::any_of(ours.begin(), ours.end(), [](const dpo::tc::Rule& r) {
+        return std::any_of(r.actions.begin(), r.actions.end(),
+                           [](const dpo::tc::Action& a) { return std::holds_alternative<dpo::tc::Ct>(a); });
+    });
+    if (m.nat && tracked) {
+        nat = dpo::compile::nat_state_from(ours);
+        if (nat->punt_ifindex) {
+            nat->punt_dev = k.link_name(nat->punt_ifindex);
+            read(nat->punt_dev);
+        }
+        std::printf("Rules: the NAT stage ran: compared with the %zu subscriber(s) its rules hold\n",
+                    nat->subscribers.size());
+    }
+    const auto desired = dpo::compile::compile(m, k, nat ? &*nat : nullptr).rules;
+    for (const auto& [dev, installed] : dumps) {
         std::vector<dpo::tc::Rule> here;
         for (const auto& r : desired)
             if (r.dev == dev) here.push_back(r);
-        const auto plan = dpo::reconcile::plan(here, *installed);
-        std::size_t ours = 0, in_hw = 0;
-        for (const auto& i : *installed) {
-            ours += i.owned;
+        const auto plan = dpo::reconcile::plan(here, installed);
+        std::size_t owned = 0, in_hw = 0;
+        for (const auto& i : installed) {
+            owned += i.owned;
             in_hw += i.owned && i.in_hw;
         }
-        std::printf("Rules on %s: %zu ours (%zu in_hw, %zu not_in_hw), %zu not ours; %s\n", dev.c_str(), ours, in_hw,
-                    ours - in_hw, installed->size() - ours,
+        std::printf("Rules on %s: %zu ours (%zu in_hw, %zu not_in_hw), %zu not ours; %s\n", dev.c_str(), owned, in_hw,
+                    owned - in_hw, installed.size() - owned,
                     plan.empty() ? "in step with the kernel state"
                                  : ("out of step: " + std::to_string(plan.changes()) + " changes pending").c_str());
-        for (const auto& i : *installed)
+        for (const auto& i : installed)
             if (i.owned)
                 std::printf("  %-10s %s\n", i.in_hw ? "in_hw" : (i.not_in_hw ? "not_in_hw" : "?"),
                             i.decoded ? i.rule.key().c_str() : "(not understood: will be replaced)");

@@ -737,3 +737,19 @@ TEST_CASE("the VXLAN program is a function of the state, and its rules are uniqu
     for (const auto& r : pa.rules) CHECK(ids.insert(r.identity()).second);
     check_mlx5_shape(pa);
 }
+
+TEST_CASE("the NAT state read back from installed rules compiles to the same program") {
+    const auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-inject";
+    nat.subscribers = {{*IpAddress::parse("10.1.0.2"), dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
+                       {*IpAddress::parse("10.100.0.2"), std::nullopt, dpo::nat::Refusal::PoolEmpty},
+                       {*IpAddress::parse("10.100.0.3"), std::nullopt, dpo::nat::Refusal::ChunkLimit}};
+    const auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    const auto back = dpo::compile::nat_state_from(p.rules);
+    CHECK(back.punt_ifindex == 42);
+    CHECK(back.punt_dev == "dpo-inject");
+    REQUIRE(back.subscribers.size() == 3);
+    CHECK(dpo::compile::compile(m, VxlanHypervisor().k, &back).rules == p.rules);
+}

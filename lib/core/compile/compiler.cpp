@@ -498,6 +498,32 @@ void NatStage::finish() {
 
 }  // namespace
 
+NatState nat_state_from(const std::vector<tc::Rule>& installed) {
+    NatState out;
+    std::map<IpAddress, NatSubscriber> subs;
+    for (const auto& r : installed) {
+        for (const auto& a : r.actions)
+            if (const auto* m = std::get_if<tc::Redirect>(&a); m && m->index == kPuntIndex) {
+                out.punt_ifindex = m->ifindex;
+                out.punt_dev = m->dev;
+            }
+        const bool new_conn = r.match.ct_state && (r.match.ct_state->value & tc::kCtNew);
+        if (!new_conn || !r.match.src_ip || r.match.src_ip->length != 32 || r.actions.empty()) continue;
+        const IpAddress who = r.match.src_ip->address;
+        if (const auto* ct = std::get_if<tc::Ct>(&r.actions.front()); ct && ct->commit && ct->snat) {
+            subs[who] = NatSubscriber{who, nat::ChunkPorts{ct->snat->min, ct->snat->port_min, ct->snat->port_max},
+                                      nat::Refusal::ChunkLimit};
+        } else if (const auto* d = std::get_if<tc::Drop>(&r.actions.front());
+                   d && (d->index == kDropChunkLimit || d->index == kDropPoolEmpty)) {
+            subs.try_emplace(who, NatSubscriber{who, std::nullopt,
+                                                d->index == kDropPoolEmpty ? nat::Refusal::PoolEmpty
+                                                                           : nat::Refusal::ChunkLimit});
+        }
+    }
+    for (auto& [_, s] : subs) out.subscribers.push_back(std::move(s));
+    return out;
+}
+
 std::vector<std::string> rule_devices(const Mapping& m) {
     std::vector<std::string> devs{m.uplink};
     if (m.vxlan) devs.push_back(m.vxlan->device);

@@ -40,6 +40,11 @@ struct NatState {
 
 Program compile(const Mapping& m, const KernelState& k, const NatState* nat = nullptr);
 
+// What a running daemon's NAT stage held, read back from its installed rules: the
+// subscribers' commit and drop rules and the punt redirect. `--show` compiles with
+// it to compare like for like without the daemon's chunk table.
+NatState nat_state_from(const std::vector<tc::Rule>& installed);
+
 // The devices whose clsact ingress holds the program's rules (besides the punt
 // pair's inject end, while the NAT stage runs).
 std::vector<std::string> rule_devices(const Mapping& m);
