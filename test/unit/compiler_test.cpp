@@ -536,6 +536,17 @@ TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, w
         // ACI ingress still classifies: the decap side does not depend on the way out.
         CHECK(dev_rule(p, "vxlan0", 0, "enc_key_id 6001") != "");
     }
+    SECTION("an ECMP underlay toward ACI: fine while every path is the infra VLAN") {
+        VxlanHypervisor h;
+        h.link(12, "p0.2b", "vlan", 2, 2, mac(0x02, 2));  // a second device on the infra VLAN, say
+        auto& r = h.add_route("10.0.2.10/32");
+        r.nexthops = {{*IpAddress::parse("10.0.2.1"), 7}, {*IpAddress::parse("10.0.2.2"), 12}};
+        auto p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.2.0.2/32").find("tunnel_key set src_ip 10.0.2.1") != std::string::npos);
+        r.nexthops.back().ifindex = 2;  // one path untagged: not ACI's way
+        p = dpo::compile::compile(vxlan_mapping(), h.k);
+        CHECK(noted(p, "egress svi-web: remote VTEP 10.0.2.10 is not reached through the ACI infra VLAN 2 on p0"));
+    }
     SECTION("no route to the remote VTEP") {
         VxlanHypervisor h;
         h.k.routes.erase(std::remove_if(h.k.routes.begin(), h.k.routes.end(),

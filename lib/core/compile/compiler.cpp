@@ -157,10 +157,13 @@ private:
         if (!rt || rt->type != kRtnUnicast || rt->nexthops.empty())
             return "egress " + i.netdev + ": no route to remote VTEP " + remote.str();
         if (tun.aci) {
-            const Link* dev = nullptr;
-            if (rt->nexthops.size() == 1)
-                if (const auto it = k.links.find(rt->nexthops.front().ifindex); it != k.links.end()) dev = &it->second;
-            if (!dev || dev->vlan_id != m.aci_vlan() || dev->parent_ifindex != uplink.ifindex)
+            // Every nexthop (an underlay may be ECMP) through the infra VLAN device.
+            const bool infra = std::all_of(rt->nexthops.begin(), rt->nexthops.end(), [&](const Nexthop& nh) {
+                const auto it = k.links.find(nh.ifindex);
+                return it != k.links.end() && it->second.vlan_id == m.aci_vlan() &&
+                       it->second.parent_ifindex == uplink.ifindex;
+            });
+            if (!infra)
                 return "egress " + i.netdev + ": remote VTEP " + remote.str() + " is not reached through the ACI infra VLAN " +
                        std::to_string(m.aci_vlan()) + " on " + uplink.name;
         }
