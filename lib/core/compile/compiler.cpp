@@ -142,7 +142,9 @@ private:
     static std::string tunnel(const Mapping& m, const KernelState& k, const Link& uplink, const Interface& i,
                               const RouteLookup& underlay, EgressPort& port) {
         const Link* vx = m.vxlan ? k.link_by_name(m.vxlan->device) : nullptr;
-        if (!vx || !vx->up || vx->kind != "vxlan" || vx->vxlan_id || (vx->vxlan_port && *vx->vxlan_port != m.vxlan->port))
+        const bool usable = vx && vx->up && vx->kind == "vxlan" && !vx->vxlan_id &&
+                            !(vx->vxlan_port && *vx->vxlan_port != m.vxlan->port);
+        if (!usable)
             return "egress " + i.netdev + ": VXLAN device " + (m.vxlan ? m.vxlan->device : std::string("?")) +
                    " is not a metadata-mode VXLAN device that is up on the mapping's port";
         const Tunnel tun = *tunnel_of(i);
