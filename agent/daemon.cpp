@@ -16,6 +16,7 @@
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
 #include "core/reconcile/reconciler.hpp"
+#include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
 #include "nat_runtime.hpp"
@@ -134,6 +135,13 @@ public:
         }
         reconcile(before);
         if (nat_) nat_->reinject_waiting();
+        // Without `nat` any more, nothing punts: the pair and its rules go too.
+        if (nat_changed && !mapping_.nat) {
+            if (auto removed = kernel::PuntPort::remove(); !removed)
+                log::warning("nat-punt-pair-left", {{"reason", removed.error()}});
+            else if (*removed)
+                log::notice("nat-stopped", {{"punt_pair", "deleted"}});
+        }
     }
 
 private:

@@ -460,6 +460,46 @@ def check_restart(run):
     return True
 
 
+def ct_rules(lab):
+    """How many of the filters on p0 and vxlan0 use conntrack (the NAT stage's)."""
+    return sum(1 for dev in ("p0", "vxlan0") for r in vh.rules(lab, dev) if any(a.startswith("ct ") for a in r.actions))
+
+
+def check_nat_reload(run):
+    """SIGHUP with `nat` taken out of the file stops the NAT stage: no conntrack rules, no
+    punt pair, routing by tc goes on; putting it back starts the stage again."""
+    lab, d = run.lab, run.daemon
+    with_nat = open(run.config).read()
+    without = json.loads(with_nat)
+    del without["nat"]
+    since = len(d.lines())
+    with open(run.config, "w") as f:
+        json.dump(without, f)
+    os.kill(d.proc.pid, signal.SIGHUP)
+    fields, line, at = d.wait_event("nat-stopped", lambda f: True, timeout=20.0, since=since)
+    links = lab.sh(["ip", "-br", "link", "show"], ns="hv").stdout
+    n_ct = ct_rules(lab)
+    lab.check(f"SIGHUP without `nat`: the NAT stage stops, its punt pair is deleted and no rule uses conntrack "
+              f"({line.strip() if fields else line}; ct rules {n_ct})",
+              fields is not None and "dpo-inject" not in links and n_ct == 0,
+              f"links: {links.split()[::3][:12]}; log: {d.tail()}")
+    vh.forward_check(lab, "without `nat`, evpn in -> vlan 100 still by tc",
+                     vh.host_frame("green", "10.100.0.2", 41104, b"dpo-fpvx no nat evpn->vlan"), "blue")
+    since = len(d.lines())
+    with open(run.config, "w") as f:
+        f.write(with_nat)
+    os.kill(d.proc.pid, signal.SIGHUP)
+    fields, line, at = d.wait_event("nat-running", lambda f: True, timeout=20.0, since=since)
+    rec, rline, _ = d.wait_event("reconciled", lambda f: True, timeout=20.0, since=at or since)
+    links = lab.sh(["ip", "-br", "link", "show"], ns="hv").stdout
+    n_ct = ct_rules(lab)
+    reentry = [r for r in vh.rules(lab, "vxlan0") if r.chain == 0 and r.pref == 2]
+    lab.check(f"SIGHUP with `nat` back: the stage runs again, punt pair, conntrack rules ({n_ct}) and the "
+              f"VXLAN re-entry rule in place ({rline.strip() if rec else rline})",
+              fields is not None and rec is not None and "dpo-inject" in links and n_ct > 0 and len(reentry) == 1,
+              f"links: {links.split()[::3][:12]}; log: {d.tail()}")
+
+
 def check_flush(run):
     lab = run.lab
     rc, _gone = stop_daemon(run, "before --flush")
@@ -548,6 +588,7 @@ def run(lab):
                                            "its checks (nothing dropped them meanwhile)", None, r.after_restart)
             check_link_events(r, complete)
             check_vxlan_recreated(r)
+            check_nat_reload(r)
             check_flush(r)
         for what, s in r.timings:
             lab.note(f"timing: {what}: {s * 1000:.1f} ms")
