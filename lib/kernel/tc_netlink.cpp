@@ -122,21 +122,33 @@ Result<Done> TcNetlink::ensure_clsact(const std::string& dev) {
     const int ifindex = ifindex_of(dev);
     if (!ifindex) return fail("no device " + dev);
     std::vector<char> buf(kMessageRoom);
-    nlmsghdr* req = put_new_clsact(buf.data(), ifindex);
-    req->nlmsg_seq = next_seq();
     tc::ApplyReport report;
-    send_batch(std::vector<char>(buf.begin(), buf.begin() + req->nlmsg_len), {{req->nlmsg_seq, "clsact " + dev}},
-               report);
+    Pending pending;
+    queue(pending, put_new_clsact(buf.data(), ifindex), "clsact " + dev, report);
+    flush(pending, report);
     if (!report.refused.empty() && report.refused[0].error != EEXIST)
         return fail("clsact on " + dev + ": " + errno_text(report.refused[0].error) +
                     (report.refused[0].extack.empty() ? "" : " (" + report.refused[0].extack + ")"));
     return Done{};
 }
 
+void TcNetlink::queue(Pending& p, nlmsghdr* nlh, std::string what, tc::ApplyReport& report) {
+    nlh->nlmsg_seq = next_seq();
+    if (p.bytes.size() + nlh->nlmsg_len > kBatchBytes || p.sent.size() >= max_batch_messages_) flush(p, report);
+    const auto* bytes = reinterpret_cast<const char*>(nlh);
+    p.bytes.insert(p.bytes.end(), bytes, bytes + nlh->nlmsg_len);
+    p.sent.push_back({nlh->nlmsg_seq, std::move(what)});
+}
+
+void TcNetlink::flush(Pending& p, tc::ApplyReport& report) {
+    if (!p.bytes.empty()) send_batch(p.bytes, p.sent, report);
+    p.bytes.clear();
+    p.sent.clear();
+}
+
 tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
     tc::ApplyReport report;
-    std::vector<char> batch;
-    std::vector<Sent> sent;
+    Pending pending;
     std::vector<char> buf(kMessageRoom);
     std::map<std::string, int> ifindex;
     auto index_of = [&](const std::string& dev) {
@@ -144,50 +156,37 @@ tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
         if (fresh) it->second = ifindex_of(dev);
         return it->second;
     };
-    auto flush = [&] {
-        if (!batch.empty()) send_batch(batch, sent, report);
-        batch.clear();
-        sent.clear();
-    };
-    auto add = [&](nlmsghdr* nlh, std::string what) {
-        nlh->nlmsg_seq = next_seq();
-        if (batch.size() + nlh->nlmsg_len > kBatchBytes || sent.size() >= max_batch_messages_) flush();
-        const auto* bytes = reinterpret_cast<const char*>(nlh);
-        batch.insert(batch.end(), bytes, bytes + nlh->nlmsg_len);
-        sent.push_back({nlh->nlmsg_seq, std::move(what)});
-    };
     auto missing_dev = [&](const tc::Rule& r) { report.refused.push_back({r.key(), ENODEV, "no device " + r.dev}); };
 
     // Deletes first: a stale rule must not shadow its replacement in between.
     for (const auto& d : plan.deletes) {
         const int ifi = index_of(d.rule.dev);
         if (!ifi) { missing_dev(d.rule); continue; }
-        add(put_del_filter(buf.data(), {ifi, d.rule.chain, d.rule.prio, d.rule.protocol, d.handle}), d.rule.key());
+        queue(pending, put_del_filter(buf.data(), {ifi, d.rule.chain, d.rule.prio, d.rule.protocol, d.handle}),
+              d.rule.key(), report);
     }
-    flush();
+    flush(pending, report);
     for (const auto& r : plan.replaces) {
         const int ifi = index_of(r.rule.dev);
         if (!ifi) { missing_dev(r.rule); continue; }
-        add(put_new_filter(buf.data(), r.rule, ifi, r.handle), r.rule.key());
+        queue(pending, put_new_filter(buf.data(), r.rule, ifi, r.handle), r.rule.key(), report);
     }
     for (const auto& r : plan.adds) {
         const int ifi = index_of(r.dev);
         if (!ifi) { missing_dev(r); continue; }
-        add(put_new_filter(buf.data(), r, ifi, 0), r.key());
+        queue(pending, put_new_filter(buf.data(), r, ifi, 0), r.key(), report);
     }
-    flush();
+    flush(pending, report);
     return report;
 }
 
 tc::ApplyReport TcNetlink::replace_actions(const std::vector<tc::Action>& actions) {
     tc::ApplyReport report;
+    Pending pending;
     std::vector<char> buf(kMessageRoom);
-    for (const auto& a : actions) {
-        nlmsghdr* nlh = put_replace_action(buf.data(), a);
-        nlh->nlmsg_seq = next_seq();
-        const std::string what = "shared action " + tc::action_text(a);
-        send_batch(std::vector<char>(buf.begin(), buf.begin() + nlh->nlmsg_len), {{nlh->nlmsg_seq, what}}, report);
-    }
+    for (const auto& a : actions)
+        queue(pending, put_replace_action(buf.data(), a), "shared action " + tc::action_text(a), report);
+    flush(pending, report);
     return report;
 }
 

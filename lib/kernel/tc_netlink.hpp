@@ -27,7 +27,15 @@ private:
         std::uint32_t seq;
         std::string rule;
     };
-    // Sends the messages in `buf` (already sequenced) and collects one ack each.
+    // Requests gathered up to the batch limits, then sent with one sendto.
+    struct Pending {
+        std::vector<char> bytes;
+        std::vector<Sent> sent;
+    };
+    // Numbers `nlh` and adds it to `p`, sending `p` first when it is full.
+    void queue(Pending& p, nlmsghdr* nlh, std::string what, tc::ApplyReport& report);
+    // Sends what `p` holds and collects one ack per message.
+    void flush(Pending& p, tc::ApplyReport& report);
     void send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report);
     std::uint32_t next_seq() { return ++seq_; }
 
