@@ -175,11 +175,14 @@ struct ActionEncoder {
             mnl_attr_put_u16(nlh, TCA_CT_NAT_PORT_MAX, htons(c.snat->port_max));
         }
     }
-    void operator()(const tc::TunnelSet& t) const {
+    void tunnel_key(int t_action) const {
         tc_tunnel_key p{};
         p.action = TC_ACT_PIPE;
-        p.t_action = TCA_TUNNEL_KEY_ACT_SET;
+        p.t_action = t_action;
         mnl_attr_put(nlh, TCA_TUNNEL_KEY_PARMS, sizeof p, &p);
+    }
+    void operator()(const tc::TunnelSet& t) const {
+        tunnel_key(TCA_TUNNEL_KEY_ACT_SET);
         const bool v4 = t.src.family == Family::V4;
         mnl_attr_put(nlh, v4 ? TCA_TUNNEL_KEY_ENC_IPV4_SRC : TCA_TUNNEL_KEY_ENC_IPV6_SRC, t.src.size(), t.src.bytes.data());
         mnl_attr_put(nlh, v4 ? TCA_TUNNEL_KEY_ENC_IPV4_DST : TCA_TUNNEL_KEY_ENC_IPV6_DST, t.dst.size(), t.dst.bytes.data());
@@ -187,12 +190,7 @@ struct ActionEncoder {
         mnl_attr_put_u16(nlh, TCA_TUNNEL_KEY_ENC_DST_PORT, htons(t.dst_port));
         mnl_attr_put_u8(nlh, TCA_TUNNEL_KEY_NO_CSUM, t.csum ? 0 : 1);
     }
-    void operator()(const tc::TunnelUnset&) const {
-        tc_tunnel_key p{};
-        p.action = TC_ACT_PIPE;
-        p.t_action = TCA_TUNNEL_KEY_ACT_RELEASE;
-        mnl_attr_put(nlh, TCA_TUNNEL_KEY_PARMS, sizeof p, &p);
-    }
+    void operator()(const tc::TunnelUnset&) const { tunnel_key(TCA_TUNNEL_KEY_ACT_RELEASE); }
     void operator()(const tc::Redirect& r) const {
         tc_mirred p{};
         p.index = r.index;
