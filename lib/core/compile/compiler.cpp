@@ -102,8 +102,11 @@ struct EgressPort {
 // Which interfaces the fast path can send through, and why not the others.
 class EgressPorts {
 public:
-    EgressPorts(const Mapping& m, const KernelState& k, const Link& uplink) {
-        std::optional<RouteLookup> underlay;
+    // `routes` is the mapping's table; the underlay toward remote VTEPs is the main
+    // table, the same lookup unless the mapping follows another table.
+    EgressPorts(const Mapping& m, const KernelState& k, const Link& uplink, const RouteLookup& routes) {
+        std::optional<RouteLookup> main_table;
+        const RouteLookup* underlay = m.route_table == kMainRouteTable ? &routes : nullptr;
         for (const Interface& i : m.interfaces) {
             const Link* netdev = k.link_by_name(i.netdev);
             // A device that is down sends nothing in the kernel either.
@@ -113,7 +116,7 @@ public:
                 port.vid = vlan->vid;
                 port.counter = kEgressCounterVlanBase + vlan->vid;
             } else {
-                if (!underlay) underlay.emplace(k.routes, kMainRouteTable);
+                if (!underlay) underlay = &main_table.emplace(k.routes, kMainRouteTable);
                 auto why = tunnel(m, k, uplink, i, *underlay, port);
                 if (!why.empty()) {
                     refused_.emplace(netdev->ifindex, why);
@@ -636,7 +639,7 @@ Program compile(const Mapping& m, const KernelState& k, const NatState* nat) {
     // Group 3: process packet, per ingress device and role of the ingress interface.
     const RouteLookup routes(k.routes, m.route_table);
     const NeighbourIndex neighbours(k.neighbours);
-    const EgressPorts egress(m, k, *uplink);
+    const EgressPorts egress(m, k, *uplink, routes);
     auto process = [&](const Ingress& in, const std::set<Role>& roles) {
         std::optional<NatStage> stage;
         if (nat && m.nat) stage.emplace(*nat, m.nat->zone, in, p);
