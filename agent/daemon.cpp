@@ -15,7 +15,7 @@
 #include "core/compile/compiler.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
-#include "core/reconcile/reconciler.hpp"
+#include "core/program/reconciler.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -37,7 +37,7 @@ using compile::rule_devices;
 
 class Daemon {
 public:
-    Daemon(Mapping m, tc::Backend& backend, kernel::RtnlWatcher& watcher)
+    Daemon(Mapping m, program::Backend& backend, kernel::RtnlWatcher& watcher)
         : mapping_(std::move(m)), reconciler_(backend), watcher_(watcher) {}
 
     // The NAT stage runs when the mapping has a `nat` section; without it, or while

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "core/compile/compiler.hpp"
-#include "core/inventory.hpp"
+#include "core/compile/inventory.hpp"
 #include "core/mapping_loader.hpp"
 #include "daemon.hpp"
 #include "core/reconcile/plan.hpp"

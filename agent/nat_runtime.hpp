@@ -32,7 +32,7 @@ public:
     // After the rules changed: the waiting first packets go back into the uplink.
     void reinject_waiting();
 
-    compile::NatState state() const { return manager_.state(punt_->punt_ifindex(), punt_->punt_dev()); }
+    nat::NatState state() const { return manager_.state(punt_->punt_ifindex(), punt_->punt_dev()); }
     std::string punt_dev() const { return punt_->punt_dev(); }
     const Nat& config() const { return config_; }
 

@@ -4,9 +4,16 @@
 #include <arpa/inet.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 
 namespace dpo {
+
+std::string mac_str(const Mac& m) {
+    char buf[18];
+    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+    return buf;
+}
 
 std::optional<IpAddress> IpAddress::parse(std::string_view text) {
     // inet_pton needs a NUL-terminated string and a bounded length.

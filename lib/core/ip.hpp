@@ -14,6 +14,10 @@
 
 namespace dpo {
 
+// An Ethernet address, in wire order.
+using Mac = std::array<std::uint8_t, 6>;
+std::string mac_str(const Mac& m);
+
 enum class Family : std::uint8_t { V4 = 4, V6 = 6 };
 
 struct IpAddress {

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "core/kernel_state.hpp"
+#include "core/model/kernel_state.hpp"
 #include "core/result.hpp"
 
 struct nl_cache;

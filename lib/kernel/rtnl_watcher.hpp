@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "core/kernel_state.hpp"
+#include "core/model/kernel_state.hpp"
 #include "core/result.hpp"
 
 struct nl_cache_mngr;

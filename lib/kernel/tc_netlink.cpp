@@ -122,7 +122,7 @@ Result<Done> TcNetlink::ensure_clsact(const std::string& dev) {
     const int ifindex = ifindex_of(dev);
     if (!ifindex) return fail("no device " + dev);
     std::vector<char> buf(kMessageRoom);
-    tc::ApplyReport report;
+    program::ApplyReport report;
     Pending pending;
     queue(pending, put_new_clsact(buf.data(), ifindex), "clsact " + dev, report);
     flush(pending, report);
@@ -132,7 +132,7 @@ Result<Done> TcNetlink::ensure_clsact(const std::string& dev) {
     return Done{};
 }
 
-void TcNetlink::queue(Pending& p, nlmsghdr* nlh, std::string what, tc::ApplyReport& report) {
+void TcNetlink::queue(Pending& p, nlmsghdr* nlh, std::string what, program::ApplyReport& report) {
     nlh->nlmsg_seq = next_seq();
     if (p.bytes.size() + nlh->nlmsg_len > kBatchBytes || p.sent.size() >= max_batch_messages_) flush(p, report);
     const auto* bytes = reinterpret_cast<const char*>(nlh);
@@ -140,14 +140,14 @@ void TcNetlink::queue(Pending& p, nlmsghdr* nlh, std::string what, tc::ApplyRepo
     p.sent.push_back({nlh->nlmsg_seq, std::move(what)});
 }
 
-void TcNetlink::flush(Pending& p, tc::ApplyReport& report) {
+void TcNetlink::flush(Pending& p, program::ApplyReport& report) {
     if (!p.bytes.empty()) send_batch(p.bytes, p.sent, report);
     p.bytes.clear();
     p.sent.clear();
 }
 
-tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
-    tc::ApplyReport report;
+program::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
+    program::ApplyReport report;
     Pending pending;
     std::vector<char> buf(kMessageRoom);
     std::map<std::string, int> ifindex;
@@ -180,8 +180,8 @@ tc::ApplyReport TcNetlink::apply(const reconcile::Plan& plan) {
     return report;
 }
 
-tc::ApplyReport TcNetlink::replace_actions(const std::vector<tc::Action>& actions) {
-    tc::ApplyReport report;
+program::ApplyReport TcNetlink::replace_actions(const std::vector<tc::Action>& actions) {
+    program::ApplyReport report;
     Pending pending;
     std::vector<char> buf(kMessageRoom);
     for (const auto& a : actions)
@@ -190,7 +190,7 @@ tc::ApplyReport TcNetlink::replace_actions(const std::vector<tc::Action>& action
     return report;
 }
 
-void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report) {
+void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, program::ApplyReport& report) {
     report.sent += sent.size();
     if (mnl_socket_sendto(sock_, buf.data(), buf.size()) < 0) {
         const int e = errno;

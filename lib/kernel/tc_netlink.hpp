@@ -7,19 +7,19 @@
 
 #include <memory>
 
-#include "core/tc/backend.hpp"
+#include "core/program/backend.hpp"
 
 namespace dpo::kernel {
 
-class TcNetlink final : public tc::Backend {
+class TcNetlink final : public program::Backend {
 public:
     static Result<std::unique_ptr<TcNetlink>> open();
     ~TcNetlink() override;
 
     Result<std::vector<tc::Installed>> dump(const std::string& dev) override;
     Result<Done> ensure_clsact(const std::string& dev) override;
-    tc::ApplyReport apply(const reconcile::Plan& plan) override;
-    tc::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override;
+    program::ApplyReport apply(const reconcile::Plan& plan) override;
+    program::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override;
 
 private:
     TcNetlink(mnl_socket* s, std::size_t max_batch_messages) : sock_(s), max_batch_messages_(max_batch_messages) {}
@@ -33,10 +33,10 @@ private:
         std::vector<Sent> sent;
     };
     // Numbers `nlh` and adds it to `p`, sending `p` first when it is full.
-    void queue(Pending& p, nlmsghdr* nlh, std::string what, tc::ApplyReport& report);
+    void queue(Pending& p, nlmsghdr* nlh, std::string what, program::ApplyReport& report);
     // Sends what `p` holds and collects one ack per message.
-    void flush(Pending& p, tc::ApplyReport& report);
-    void send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, tc::ApplyReport& report);
+    void flush(Pending& p, program::ApplyReport& report);
+    void send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, program::ApplyReport& report);
     std::uint32_t next_seq() { return ++seq_; }
 
     mnl_socket* sock_;

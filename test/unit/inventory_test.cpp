@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <catch2/catch.hpp>
 
-#include "core/inventory.hpp"
+#include "core/compile/inventory.hpp"
 #include "core/mapping_loader.hpp"
 
 namespace {

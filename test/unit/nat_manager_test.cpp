@@ -115,7 +115,7 @@ TEST_CASE("a subscriber the pool cannot serve gets a drop rule, not a punt per p
     CHECK(m.take_changed());
     auto s = m.state(1, "x");
     const auto it = std::find_if(s.subscribers.begin(), s.subscribers.end(),
-                                 [&](const compile::NatSubscriber& x) { return x.address == ip("10.0.0.3"); });
+                                 [&](const nat::NatSubscriber& x) { return x.address == ip("10.0.0.3"); });
     REQUIRE(it != s.subscribers.end());
     CHECK_FALSE(it->commit);
     CHECK(it->refusal == nat::Refusal::PoolEmpty);

@@ -5,14 +5,14 @@
 #include <map>
 #include <optional>
 
-#include "core/reconcile/reconciler.hpp"
+#include "core/program/reconciler.hpp"
 
 using namespace dpo;
 
 namespace {
 
 // Keeps filters per device like the kernel: handles, ownership, in_hw flags.
-class FakeTc : public tc::Backend {
+class FakeTc : public program::Backend {
 public:
     std::map<std::string, std::vector<tc::Installed>> devs;
     std::size_t messages = 0;
@@ -31,8 +31,8 @@ public:
         ++clsact_calls;
         return Done{};
     }
-    tc::ApplyReport apply(const reconcile::Plan& p) override {
-        tc::ApplyReport r;
+    program::ApplyReport apply(const reconcile::Plan& p) override {
+        program::ApplyReport r;
         for (const auto& d : p.deletes) {
             auto& v = devs[d.rule.dev];
             std::erase_if(v, [&](const tc::Installed& i) { return i.handle == d.handle; });
@@ -69,8 +69,8 @@ public:
         messages += r.sent;
         return r;
     }
-    tc::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override {
-        tc::ApplyReport r;
+    program::ApplyReport replace_actions(const std::vector<tc::Action>& actions) override {
+        program::ApplyReport r;
         for (const auto& a : actions) {
             const auto& want = std::get<tc::Redirect>(a);
             for (auto& [_, rules] : devs)

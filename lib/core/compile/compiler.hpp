@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "core/kernel_state.hpp"
+#include "core/model/kernel_state.hpp"
 #include "core/mapping.hpp"
-#include "core/nat/chunks.hpp"
+#include "core/nat/state.hpp"
 #include "core/tc/rule.hpp"
 
 namespace dpo::compile {
@@ -21,22 +21,8 @@ struct Program {
     std::vector<std::string> notes;  // what is left to the kernel, and why
 };
 
-// What the NAT stage of the daemon holds when it runs: the subscribers with chunks
-// and where first packets go. Without it (nullptr), inner -> outer IPv4 of a mapping
-// with `nat` is left to the kernel, and no connection state is tracked.
-struct NatSubscriber {
-    IpAddress address;
-    // The chunk new connections are translated into; nothing: the subscriber can
-    // have no more ports (chunk limit, or its address is out of chunks): drop.
-    std::optional<nat::ChunkPorts> commit;
-    // Without a chunk to commit into: why (chosen drop counter).
-    nat::Refusal refusal = nat::Refusal::ChunkLimit;
-};
-struct NatState {
-    int punt_ifindex = 0;  // first packets of subscribers without a chunk; 0: none, drop
-    std::string punt_dev;  // the punt pair's inject end: its ingress holds the way back
-    std::vector<NatSubscriber> subscribers;
-};
+using nat::NatState;
+using nat::NatSubscriber;
 
 Program compile(const Mapping& m, const KernelState& k, const NatState* nat = nullptr);
 

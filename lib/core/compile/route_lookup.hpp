@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/kernel_state.hpp"
+#include "core/model/kernel_state.hpp"
 
 namespace dpo::compile {
 

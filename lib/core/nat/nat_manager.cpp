@@ -110,12 +110,12 @@ void NatManager::tick(Seconds now) {
     }
 }
 
-compile::NatState NatManager::state(int punt_ifindex, const std::string& punt_dev) const {
-    compile::NatState s;
+NatState NatManager::state(int punt_ifindex, const std::string& punt_dev) const {
+    NatState s;
     s.punt_ifindex = punt_ifindex;
     s.punt_dev = punt_dev;
     table_.for_each_subscriber([&](const IpAddress& sub) {
-        compile::NatSubscriber n{sub, std::nullopt};
+        NatSubscriber n{sub, std::nullopt};
         const auto chunks = table_.chunks_of(sub);
         const ChunkId newest = chunks.back();
         // A full newest chunk with no room for another: new connections are dropped.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/compile/compiler.hpp"
+#include "core/nat/state.hpp"
 #include "core/nat/chunks.hpp"
 
 namespace dpo::nat {
@@ -45,7 +45,7 @@ public:
     // Releases idle chunks (call about once a second).
     void tick(Seconds now);
 
-    compile::NatState state(int punt_ifindex, const std::string& punt_dev) const;
+    NatState state(int punt_ifindex, const std::string& punt_dev) const;
     // Whether state() changed for a reason other than a chunk event (a subscriber at
     // its limit filled or freed its last chunk) since the last call.
     bool take_changed();

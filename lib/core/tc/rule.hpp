@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "core/ip.hpp"
-#include "core/kernel_state.hpp"
 
 namespace dpo::tc {
 

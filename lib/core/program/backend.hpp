@@ -10,7 +10,7 @@
 #include "core/result.hpp"
 #include "core/tc/rule.hpp"
 
-namespace dpo::tc {
+namespace dpo::program {
 
 // One refused change: which rule, the errno and the kernel's extack message.
 struct Refusal {
@@ -32,13 +32,13 @@ class Backend {
 public:
     virtual ~Backend() = default;
     // Every filter of the device's clsact ingress, ours or not.
-    virtual Result<std::vector<Installed>> dump(const std::string& dev) = 0;
+    virtual Result<std::vector<tc::Installed>> dump(const std::string& dev) = 0;
     // The clsact qdisc the rules hang on; an existing one is fine.
     virtual Result<Done> ensure_clsact(const std::string& dev) = 0;
     // Sends the plan in batches, deletes first; a refusal does not stop the rest.
     virtual ApplyReport apply(const reconcile::Plan& plan) = 0;
     // Changes shared actions (by their index) in place, for every rule holding them.
-    virtual ApplyReport replace_actions(const std::vector<Action>& actions) = 0;
+    virtual ApplyReport replace_actions(const std::vector<tc::Action>& actions) = 0;
 };
 
-}  // namespace dpo::tc
+}  // namespace dpo::program

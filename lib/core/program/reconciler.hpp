@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/result.hpp"
-#include "core/tc/backend.hpp"
+#include "core/program/backend.hpp"
 
 namespace dpo::reconcile {
 
@@ -17,7 +17,7 @@ struct Outcome {
     std::size_t repointed = 0;            // shared redirects pointed at their device again
     std::size_t lost = 0;                 // acks lost to a receive overrun (then re-planned once)
     std::size_t in_hw = 0, not_in_hw = 0;  // of our rules after the pass
-    std::vector<tc::Refusal> refused;
+    std::vector<program::Refusal> refused;
 };
 
 // Shared redirects (by index) that installed rules of ours hold with another target
@@ -27,7 +27,7 @@ std::vector<tc::Action> stale_redirects(const std::vector<tc::Rule>& desired,
 
 class Reconciler {
 public:
-    explicit Reconciler(tc::Backend& backend) : backend_(backend) {}
+    explicit Reconciler(program::Backend& backend) : backend_(backend) {}
 
     // `devs` are the devices we own rules on; a device missing from `desired`
     // keeps none of ours, and desired rules on other devices are left out.
@@ -38,7 +38,7 @@ public:
 private:
     Result<std::vector<tc::Installed>> dump_all(const std::vector<std::string>& devs);
 
-    tc::Backend& backend_;
+    program::Backend& backend_;
 };
 
 }  // namespace dpo::reconcile

@@ -11,12 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "ip.hpp"
+#include "core/ip.hpp"
 
 namespace dpo {
-
-using Mac = std::array<std::uint8_t, 6>;
-std::string mac_str(const Mac& m);
 
 struct Link {
     int ifindex = 0;

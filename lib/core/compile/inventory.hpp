@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "kernel_state.hpp"
-#include "mapping.hpp"
+#include "core/model/kernel_state.hpp"
+#include "core/mapping.hpp"
 
 namespace dpo {
 

@@ -60,7 +60,7 @@ Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& all_desired, const
     // nowhere, and a filter naming its index only binds to it as it is. Point it
     // right first, in place, for every holder.
     if (auto stale = stale_redirects(desired, *installed); !stale.empty()) {
-        const tc::ApplyReport report = backend_.replace_actions(stale);
+        const program::ApplyReport report = backend_.replace_actions(stale);
         out.repointed = report.done;
         out.refused = report.refused;
         auto again = dump_all(devs);
@@ -74,7 +74,7 @@ Result<Outcome> Reconciler::sync(const std::vector<tc::Rule>& all_desired, const
     // A second round only when acks were lost: what the first did is read back and
     // whatever it did not do is sent again, so an overrun leaves no silent gap.
     for (int round = 0; round < 2 && !p.empty(); ++round) {
-        const tc::ApplyReport report = backend_.apply(p);
+        const program::ApplyReport report = backend_.apply(p);
         out.messages += report.sent;
         out.refused.insert(out.refused.end(), report.refused.begin(), report.refused.end());
         out.lost += report.lost;
