@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/compile/compiler.hpp"
+#include "core/compile/pipeline.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
 #include "core/program/reconciler.hpp"
@@ -77,7 +78,19 @@ public:
         }
         const std::optional<compile::NatState> nat_state =
             nat_ ? std::optional<compile::NatState>(nat_->state()) : std::nullopt;
-        const auto program = compile::compile(mapping_, state, nat_state ? &*nat_state : nullptr);
+        // The first pass takes the next-hop ids of a previous run back from its chains,
+        // so that a restart changes nothing.
+        if (first_pass_) {
+            if (auto installed = reconciler_.installed(rule_devices(mapping_))) {
+                std::vector<tc::Rule> ours;
+                for (const auto& i : *installed)
+                    if (i.owned && i.decoded) ours.push_back(i.rule);
+                compile::reserve_adjacencies(adjacencies_, ours);
+            }
+        }
+        const auto program = compile::compile(mapping_, state, nat_state ? &*nat_state : nullptr, &adjacencies_);
+        if (first_pass_) adjacencies_.drop_reservations();
+        first_pass_ = false;
         std::set<std::string> devs;
         for (const auto& d : rule_devices(mapping_)) devs.insert(d);
         for (const auto& d : extra_devs) devs.insert(d);
@@ -150,6 +163,8 @@ private:
     kernel::RtnlWatcher& watcher_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
+    compile::Adjacencies adjacencies_{compile::kMaxAdjacencies};
+    bool first_pass_ = true;
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/compile/compiler.hpp"
+#include "core/compile/pipeline.hpp"
 #include "core/compile/inventory.hpp"
 #include "core/mapping_loader.hpp"
 #include "daemon.hpp"
@@ -106,7 +107,10 @@ void show_rules(const dpo::Mapping& m, const dpo::KernelState& k) {
         std::printf("Rules: the NAT stage ran: compared with the %zu subscriber(s) its rules hold\n",
                     nat->subscribers.size());
     }
-    const auto desired = dpo::compile::compile(m, k, nat ? &*nat : nullptr).rules;
+    // Next hops keep the ids the daemon gave them: compare with its chains, not new ones.
+    dpo::compile::Adjacencies ids(dpo::compile::kMaxAdjacencies);
+    dpo::compile::reserve_adjacencies(ids, ours);
+    const auto desired = dpo::compile::compile(m, k, nat ? &*nat : nullptr, &ids).rules;
     for (const auto& [dev, installed] : dumps) {
         std::vector<dpo::tc::Rule> here;
         for (const auto& r : desired)

@@ -108,6 +108,7 @@ KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes
         out.priority = rtnl_route_get_priority(r);
         out.type = rtnl_route_get_type(r);
         out.protocol = rtnl_route_get_protocol(r);
+        out.tos = rtnl_route_get_tos(r);
         const int n = rtnl_route_get_nnexthops(r);
         for (int i = 0; i < n; ++i) {
             rtnl_nexthop* nh = rtnl_route_nexthop_n(r, i);

@@ -124,6 +124,40 @@ bool has_rule(const dpo::compile::Program& p, std::uint32_t chain, const std::st
 
 constexpr std::uint32_t kInner = dpo::compile::kChainInner;
 constexpr std::uint32_t kOuter = dpo::compile::kChainOuter;
+constexpr std::uint32_t kNextHop = dpo::compile::kChainAdjacencyBase;     // + id
+constexpr std::uint32_t kNatNextHop = dpo::compile::kChainNatAdjacencyBase;  // + id
+
+// Where a forwarding rule sends its packets: its own tail, or, when it jumps to a next
+// hop's chain, the tail there (the one rule of that chain for the rule's family).
+std::string forwarding(const dpo::compile::Program& p, const std::string& dev, std::uint32_t chain,
+                       const std::string& words) {
+    const dpo::tc::Rule* found = nullptr;
+    int n = 0;
+    for (const auto& r : p.rules)
+        if (r.dev == dev && r.chain == chain && dpo::tc::to_tc_command(r).find(words) != std::string::npos) {
+            found = &r;
+            ++n;
+        }
+    if (n != 1) return "";
+    const auto* g = found->actions.empty() ? nullptr : std::get_if<dpo::tc::Goto>(&found->actions.back());
+    const std::uint32_t base = dev == "p0" ? 0 : dpo::compile::kChainVxlanBase;
+    if (!g || g->chain < base + kNextHop || g->chain >= base + kNextHop + dpo::compile::kMaxAdjacencies)
+        return dpo::tc::to_tc_command(*found);
+    std::string tail;
+    for (const auto& r : p.rules)
+        if (r.dev == dev && r.chain == g->chain && r.protocol == found->protocol &&
+            r.match.vlan_ethtype == found->match.vlan_ethtype) {
+            if (!tail.empty()) return "two rules in next-hop chain " + std::to_string(g->chain);
+            tail = dpo::tc::to_tc_command(r);
+        }
+    return tail;
+}
+std::string forwarding(const dpo::compile::Program& p, std::uint32_t chain, const std::string& words) {
+    return forwarding(p, "p0", chain, words);
+}
+bool forwards(const dpo::compile::Program& p, std::uint32_t chain, const std::string& words, const std::string& tail) {
+    return forwarding(p, chain, words).find(tail) != std::string::npos;
+}
 
 }  // namespace
 
@@ -146,26 +180,59 @@ TEST_CASE("group 2, lookup interface id: iface = f(vlan) for frames to the route
                             });
 }
 
-TEST_CASE("group 3, routing: a route via a resolved gateway rewrites MACs, decrements TTL, re-tags, egresses") {
+TEST_CASE("group 3, routing: a route via a resolved gateway jumps to its next hop's chain, which rewrites, re-tags, egresses") {
     auto p = dpo::compile::compile(mapping(), Hypervisor().k);
-    // inner -> inner: 10.50.0.0/16 via 10.100.0.2 on blue
+    // inner -> inner: 10.50.0.0/16 via 10.100.0.2 on blue. Next hops are numbered in
+    // the order first used (prefixes in order: 0.0.0.0/0 took 0, 10.50.0.0/16 1, ::/0 2).
     CHECK(the_rule(p, kInner, "dst_ip 10.50.0.0/16") ==
           "tc filter add dev p0 ingress chain 256 prio 116 protocol 802.1Q flower vlan_ethtype ip "
-          "dst_ip 10.50.0.0/16 action pedit ex munge eth dst set 02:00:00:00:01:02 munge eth src set "
-          "02:00:00:00:10:00 munge ip ttl add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id "
-          "100 pipe action mirred egress redirect dev p0 index 3640655972");
+          "dst_ip 10.50.0.0/16 action gact goto chain 36865");
+    CHECK(commands(p, kNextHop + 1) ==
+          std::vector<std::string>{
+              "tc filter add dev p0 ingress chain 36865 prio 1 protocol 802.1Q flower vlan_ethtype ip "
+              "action pedit ex munge eth dst set 02:00:00:00:01:02 munge eth src set 02:00:00:00:10:00 munge ip ttl "
+              "add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id 100 pipe action mirred "
+              "egress redirect dev p0 index 3640655972"});
     // inner -> outer without nat: the default route via transit, zero-length prefix left unmatched
     CHECK(the_rule(p, kInner, "prio 132 ") ==
           "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip "
-          "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip ttl "
-          "add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id 200 pipe action mirred "
-          "egress redirect dev p0 index 3640656072");
+          "action gact goto chain 36864");
+    CHECK(commands(p, kNextHop) ==
+          std::vector<std::string>{
+              "tc filter add dev p0 ingress chain 36864 prio 1 protocol 802.1Q flower vlan_ethtype ip "
+              "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip ttl "
+              "add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id 200 pipe action mirred "
+              "egress redirect dev p0 index 3640656072"});
+    // The outer chain's default route shares the next hop: one chain per next hop.
+    CHECK(the_rule(p, kOuter, "prio 132 ").find("action gact goto chain 36864") != std::string::npos);
     // IPv6: hop limit, no header checksum
     CHECK(the_rule(p, kInner, "prio 328 ") ==
           "tc filter add dev p0 ingress chain 256 prio 328 protocol 802.1Q flower vlan_ethtype ipv6 "
-          "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip6 "
-          "hoplimit add 255 pipe action vlan pop pipe action vlan push id 200 pipe action mirred egress redirect "
-          "dev p0 index 3640656072");
+          "action gact goto chain 36866");
+    CHECK(commands(p, kNextHop + 2) ==
+          std::vector<std::string>{
+              "tc filter add dev p0 ingress chain 36866 prio 1 protocol 802.1Q flower vlan_ethtype ipv6 "
+              "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 munge ip6 "
+              "hoplimit add 255 pipe action vlan pop pipe action vlan push id 200 pipe action mirred egress redirect "
+              "dev p0 index 3640656072"});
+}
+
+TEST_CASE("next-hop ids are kept: a given table decides them, a new next hop takes the lowest free one") {
+    dpo::compile::Adjacencies ids(dpo::compile::kMaxAdjacencies);
+    Hypervisor h;
+    auto before = dpo::compile::compile(mapping(), h.k, nullptr, &ids);
+    REQUIRE(ids.size() == 3);
+    // A new next hop, first in every order: the others keep their chains and rules.
+    h.via("1.0.0.0/8", "10.101.0.2", 4);
+    auto after = dpo::compile::compile(mapping(), h.k, nullptr, &ids);
+    CHECK(the_rule(after, kInner, "dst_ip 1.0.0.0/8").find("goto chain 36867") != std::string::npos);
+    for (const auto& r : before.rules)
+        CHECK(std::find(after.rules.begin(), after.rules.end(), r) != after.rules.end());
+    // A next hop found installed (a previous run's chain) is taken back by its signature.
+    dpo::compile::Adjacencies fresh(dpo::compile::kMaxAdjacencies);
+    dpo::compile::reserve_adjacencies(fresh, after.rules);
+    auto again = dpo::compile::compile(mapping(), h.k, nullptr, &fresh);
+    CHECK(again.rules == after.rules);
 }
 
 TEST_CASE("group 3, routing: connected destinations go by their resolved neighbour, one rule each") {
@@ -241,16 +308,16 @@ TEST_CASE("longest prefix match: a longer prefix always has a lower prio, and hi
     worse.priority = 100;
     worse.nexthops = {{*IpAddress::parse("10.200.0.254"), 5}};
     auto q = dpo::compile::compile(mapping(), g.k);
-    CHECK(has_rule(q, kInner, "dst_ip 10.40.0.0/16 action pedit ex munge eth dst set 02:00:00:00:01:02"));
+    CHECK(forwards(q, kInner, "dst_ip 10.40.0.0/16", "action pedit ex munge eth dst set 02:00:00:00:01:02"));
 }
 
 TEST_CASE("with nat configured, inner -> outer IPv4 waits for the NAT stage; IPv6 is routed") {
     auto p = dpo::compile::compile(mapping(R"("nat": {"zone": 1, "pool": ["198.51.100.0/28"]})"), Hypervisor().k);
     CHECK(the_rule(p, kInner, "prio 132 ") ==
           "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip action gact ok");
-    CHECK(has_rule(p, kInner, "prio 328 protocol 802.1Q flower vlan_ethtype ipv6 action pedit"));
-    CHECK(has_rule(p, kInner, "dst_ip 10.50.0.0/16 action pedit"));          // inner -> inner
-    CHECK(has_rule(p, kOuter, "prio 132 protocol 802.1Q flower vlan_ethtype ip action pedit"));  // outer -> outer
+    CHECK(forwards(p, kInner, "prio 328 protocol 802.1Q flower vlan_ethtype ipv6", "action pedit"));
+    CHECK(forwards(p, kInner, "dst_ip 10.50.0.0/16", "action pedit"));  // inner -> inner
+    CHECK(forwards(p, kOuter, "prio 132 protocol 802.1Q flower vlan_ethtype ip", "action pedit"));  // outer -> outer
 }
 
 TEST_CASE("only routes of the mapping's table count") {
@@ -295,7 +362,7 @@ TEST_CASE("an interface whose netdev is down or missing is neither classified no
                      "interface transit: netdev p0.200 does not exist: its VLAN is left to the kernel") == 1);
 }
 
-TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct first) and continues per adjacency") {
+TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct first) and continues by state in its next hop's NAT chain") {
     const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
     dpo::compile::NatState nat;
     nat.punt_ifindex = 42;
@@ -304,41 +371,93 @@ TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct firs
                         dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
                        {*IpAddress::parse("10.100.0.3"), std::nullopt}};
     auto p = dpo::compile::compile(m, Hypervisor().k, &nat);
-    // The default route toward transit: ct zone 7 nat, then the adjacency of (vlan 200, the gateway).
+    // The default route toward transit: ct zone 7 nat, then the NAT chain of its next hop (vlan 200, the gateway).
     CHECK(the_rule(p, kInner, "prio 132 ") ==
           "tc filter add dev p0 ingress chain 256 prio 132 protocol 802.1Q flower vlan_ethtype ip "
           "action ct zone 7 nat pipe action gact goto chain 4096");
     // IPv6 toward the outside: tracked, not translated.
     CHECK(the_rule(p, kInner, "prio 328 ") ==
           "tc filter add dev p0 ingress chain 256 prio 328 protocol 802.1Q flower vlan_ethtype ipv6 "
-          "action ct zone 7 pipe action gact goto chain 4097");
+          "action ct zone 7 pipe action gact goto chain 4098");
     // inner -> inner is untouched by NAT.
-    CHECK(has_rule(p, kInner, "dst_ip 10.50.0.0/16 action pedit"));
+    CHECK(the_rule(p, kInner, "dst_ip 10.50.0.0/16") ==
+          "tc filter add dev p0 ingress chain 256 prio 116 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.50.0.0/16 "
+          "action gact goto chain 36865");
 
-    const std::uint32_t adj = 4096;
     const std::string tail = "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 "
                              "munge ip ttl add 255 pipe action csum iph pipe action vlan pop pipe action vlan push id "
                              "200 pipe action mirred egress redirect dev p0 index 3640656072";
-    CHECK(the_rule(p, adj, "prio 1 ") ==
-          "tc filter add dev p0 ingress chain 4096 prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est " +
-              tail);
-    CHECK(the_rule(p, adj, "ct_state +trk+rel") != "");
-    // A subscriber with a chunk: commit with the chunk's address and ports, then the same tail.
-    CHECK(the_rule(p, adj, "src_ip 10.100.0.2/32") ==
-          "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip src_ip 10.100.0.2/32 "
-          "ct_state +trk+new action ct commit zone 7 src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe " +
-              tail);
-    // At its limit: dropped. Without a chunk: to the daemon.
-    CHECK(the_rule(p, adj, "src_ip 10.100.0.3/32") ==
-          "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip src_ip 10.100.0.3/32 "
-          "ct_state +trk+new action gact drop index 3643801603");  // shared: counts "chunk limit"
-    CHECK(the_rule(p, adj, "prio 4 ") ==
-          "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
-          "action mirred egress redirect dev dpo-inject index 3642753024");
-    CHECK(the_rule(p, adj, "ct_state +trk+inv") == "tc filter add dev p0 ingress chain 4096 prio 5 protocol 802.1Q "
-                                                    "flower vlan_ethtype ip ct_state +trk+inv action gact drop index 3643801602");
-    CHECK(the_rule(p, 4097, "prio 13 ").find("ct_state +trk+new action ct commit zone 7 pipe action pedit") !=
+    // By connection state: established and related take the tail at once (4 tables in
+    // all, as without NAT); invalid is dropped; new goes to its subscriber's rule.
+    CHECK(commands(p, kNatNextHop) ==
+          std::vector<std::string>{
+              "tc filter add dev p0 ingress chain 4096 prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est " +
+                  tail,
+              "tc filter add dev p0 ingress chain 4096 prio 2 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+rel " +
+                  tail,
+              "tc filter add dev p0 ingress chain 4096 prio 3 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+inv "
+              "action gact drop index 3643801602",
+              "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+              "action gact goto chain 32768"});
+    const std::uint32_t snat = dpo::compile::kChainSnat;
+    // One rule per subscriber, whatever the next hops: commit into its chunk, then the
+    // outer-bound routes again (0x8001) to find the next hop's own chain.
+    CHECK(commands(p, snat) ==
+          std::vector<std::string>{
+              "tc filter add dev p0 ingress chain 32768 prio 1 protocol 802.1Q flower vlan_ethtype ip "
+              "src_ip 10.100.0.2/32 ct_state +trk+new action ct commit zone 7 src addr 198.51.100.3-198.51.100.3 "
+              "port 4608-5119 pipe action gact goto chain 32769",
+              // At its limit: dropped, counted as "chunk limit" (shared).
+              "tc filter add dev p0 ingress chain 32768 prio 1 protocol 802.1Q flower vlan_ethtype ip "
+              "src_ip 10.100.0.3/32 ct_state +trk+new action gact drop index 3643801603",
+              // Without a chunk: to the daemon.
+              "tc filter add dev p0 ingress chain 32768 prio 2 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+              "action mirred egress redirect dev dpo-inject index 3642753024"});
+    // (The gateway is a connected host too: its host rule shares its next hop's chains.)
+    CHECK(commands(p, dpo::compile::kChainToOutside) ==
+          std::vector<std::string>{"tc filter add dev p0 ingress chain 32769 prio 100 protocol 802.1Q flower "
+                                   "vlan_ethtype ip dst_ip 10.200.0.254/32 action gact goto chain 36864",
+                                   "tc filter add dev p0 ingress chain 32769 prio 132 protocol 802.1Q flower "
+                                   "vlan_ethtype ip action gact goto chain 36864"});
+    CHECK(commands(p, kNextHop) ==
+          std::vector<std::string>{"tc filter add dev p0 ingress chain 36864 prio 1 protocol 802.1Q flower "
+                                   "vlan_ethtype ip " + tail});
+    // IPv6 new connections are committed untranslated, and take the tail.
+    CHECK(the_rule(p, 4098, "prio 4 ").find("ct_state +trk+new action ct commit zone 7 pipe action pedit") !=
           std::string::npos);
+}
+
+TEST_CASE("nat stage: rules grow as subscribers + next hops + outer-bound routes, never as a product") {
+    const auto m = mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/24"]})");
+    auto count = [&](std::size_t subscribers, std::size_t next_hops, std::size_t outer_routes) {
+        Hypervisor h;
+        for (std::size_t i = 0; i < next_hops; ++i) {
+            const auto gw = "10.200.0." + std::to_string(10 + i);
+            h.neighbour(5, gw.c_str(), mac(0x30, static_cast<std::uint8_t>(i)));
+            for (std::size_t r = 0; r < outer_routes; ++r) {
+                const auto dst = "172." + std::to_string(16 + i) + "." + std::to_string(r) + ".0/24";
+                h.via(dst.c_str(), gw.c_str(), 5);
+            }
+        }
+        dpo::compile::NatState nat;
+        nat.punt_ifindex = 42;
+        nat.punt_dev = "dpo-inject";
+        for (std::size_t i = 0; i < subscribers; ++i)
+            nat.subscribers.push_back({IpAddress::v4(0x0a640000u + static_cast<std::uint32_t>(i) + 10),
+                                       dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 1024, 1535}});
+        return dpo::compile::compile(m, h.k, &nat).rules.size();
+    };
+    const auto base = count(0, 1, 1);
+    // Each subscriber: one rule. Each next hop: its chain (1) and its NAT chain (4), and
+    // its host rules in the inner and outer chains and 0x8001. Each outer-bound route:
+    // the inner chain, 0x8001 and the outer chain.
+    CHECK(count(10, 1, 1) - base == 10);
+    CHECK(count(20, 1, 1) - base == 20);
+    CHECK(count(0, 1, 11) - base == 30);
+    CHECK(count(10, 1, 11) - base == 40);
+    const auto per_next_hop = count(0, 2, 1) - base;
+    CHECK(count(0, 11, 1) - base == 10 * per_next_hop);
+    CHECK(count(10, 11, 1) - base == 10 * per_next_hop + 10);
 }
 
 TEST_CASE("nat stage, outer ingress: translate back first, then route what is established; new and invalid drop") {
@@ -361,7 +480,8 @@ TEST_CASE("nat stage, outer ingress: translate back first, then route what is es
     CHECK(has_rule(p, tracked, "dst_ip 10.100.0.2/32 action pedit ex munge eth dst set 02:00:00:00:01:02"));
     CHECK_FALSE(has_rule(p, kOuter, "dst_ip 10.100.0.2/32"));
     // No punt device: a subscriber's first packet is dropped rather than leaked untranslated.
-    CHECK(the_rule(p, 4096, "prio 4 ").find("ct_state +trk+new action gact drop") != std::string::npos);
+    CHECK(the_rule(p, dpo::compile::kChainSnat, "prio 2 ").find("ct_state +trk+new action gact drop index 3643801604") !=
+          std::string::npos);
 }
 
 TEST_CASE("without the nat stage, nothing is tracked and inner -> outer IPv4 stays with the kernel") {
@@ -369,7 +489,7 @@ TEST_CASE("without the nat stage, nothing is tracked and inner -> outer IPv4 sta
     auto p = dpo::compile::compile(m, Hypervisor().k);
     for (const auto& r : p.rules) {
         CHECK_FALSE(r.match.ct_state.has_value());
-        CHECK(r.chain < dpo::compile::kChainOuterTracked);
+        CHECK((r.chain < dpo::compile::kChainOuterTracked || r.chain >= kNextHop));
     }
 }
 
@@ -605,29 +725,39 @@ TEST_CASE("VXLAN interfaces the fast path cannot carry are left to the kernel, w
     }
 }
 
-TEST_CASE("NAT from an EVPN interface: ct on the VXLAN device, adjacency chains there, first packets come back marked") {
+TEST_CASE("NAT from an EVPN interface: ct on the VXLAN device, its NAT chains there, first packets come back marked") {
     const auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
     dpo::compile::NatState nat;
     nat.punt_ifindex = 42;
     nat.punt_dev = "dpo-inject";
+    nat.punt_sink_dev = "dpo-punt";
     nat.subscribers = {{*IpAddress::parse("10.1.0.2"), dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}}};
     auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
-    const std::uint32_t adj = dpo::compile::kChainVxlanBase + dpo::compile::kChainNatAdjacencyBase;
+    const std::uint32_t vx = dpo::compile::kChainVxlanBase;
     CHECK(dev_rule(p, "vxlan0", kVxInner, "prio 132 ") ==
           "tc filter add dev vxlan0 ingress chain 65792 prio 132 protocol ip flower "
-          "action ct zone 7 nat pipe action gact goto chain " + std::to_string(adj));
+          "action ct zone 7 nat pipe action gact goto chain " + std::to_string(vx + kNatNextHop));
     const std::string tail = "action pedit ex munge eth dst set 02:00:00:00:02:fe munge eth src set 02:00:00:00:20:00 "
                              "munge ip ttl add 255 pipe action csum iph pipe action vlan push id 200 pipe "
                              "action mirred egress redirect dev p0 index 3640656072";
-    CHECK(dev_rule(p, "vxlan0", adj, "src_ip 10.1.0.2/32") ==
-          "tc filter add dev vxlan0 ingress chain " + std::to_string(adj) +
-              " prio 3 protocol ip flower src_ip 10.1.0.2/32 ct_state +trk+new action ct commit zone 7 "
-              "src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe " + tail);
-    CHECK(dev_rule(p, "vxlan0", adj, "prio 4 ") ==
-          "tc filter add dev vxlan0 ingress chain " + std::to_string(adj) +
-              " prio 4 protocol ip flower ct_state +trk+new action mirred egress redirect dev dpo-inject index 3642753024");
-    // The way back: tagged frames to the uplink (the punt port's own rule), untagged
-    // ones into the VXLAN device with a mark no wire packet has, taken to the inner chain.
+    CHECK(dev_rule(p, "vxlan0", vx + kNatNextHop, "+trk+est") ==
+          "tc filter add dev vxlan0 ingress chain " + std::to_string(vx + kNatNextHop) +
+              " prio 1 protocol ip flower ct_state +trk+est " + tail);
+    CHECK(dev_rule(p, "vxlan0", vx + kNatNextHop, "+trk+new") ==
+          "tc filter add dev vxlan0 ingress chain " + std::to_string(vx + kNatNextHop) +
+              " prio 4 protocol ip flower ct_state +trk+new action gact goto chain " +
+              std::to_string(vx + dpo::compile::kChainSnat));
+    CHECK(dev_commands(p, "vxlan0", vx + dpo::compile::kChainSnat) ==
+          std::vector<std::string>{
+              "tc filter add dev vxlan0 ingress chain 98304 prio 1 protocol ip flower src_ip 10.1.0.2/32 ct_state "
+              "+trk+new action ct commit zone 7 src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe "
+              "action gact goto chain 98305",
+              "tc filter add dev vxlan0 ingress chain 98304 prio 2 protocol ip flower ct_state +trk+new "
+              "action mirred egress redirect dev dpo-inject index 3642753024"});
+    // The uplink has its own subscriber rule: a subscriber may come in either way.
+    CHECK(dev_rule(p, "p0", dpo::compile::kChainSnat, "src_ip 10.1.0.2/32") != "");
+    // The way back: tagged frames to the uplink, untagged ones into the VXLAN device
+    // with a mark no wire packet has, taken to the inner chain.
     CHECK(dev_commands(p, "dpo-inject", 0) ==
           std::vector<std::string>{
               "tc filter add dev dpo-inject ingress chain 0 prio 1 protocol 802.1Q flower "
@@ -639,6 +769,9 @@ TEST_CASE("NAT from an EVPN interface: ct on the VXLAN device, adjacency chains 
     CHECK(dev_rule(p, "vxlan0", 0, "prio 2 ") ==
           "tc filter add dev vxlan0 ingress chain 0 prio 2 protocol ip flower enc_key_id 0 enc_dst_port 0 "
           "action gact goto chain 65792");
+    // The daemon's end of the punt pair drops what its socket has read.
+    CHECK(dev_commands(p, "dpo-punt", 0) ==
+          std::vector<std::string>{"tc filter add dev dpo-punt ingress chain 0 prio 1 protocol all flower action gact drop"});
     // Replies come in on transit (the uplink) and leave encapsulated toward green.
     CHECK(dev_rule(p, "p0", dpo::compile::kChainOuterTracked, "dst_ip 10.1.0.2/32") ==
           "tc filter add dev p0 ingress chain 513 prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.1.0.2/32 "
@@ -665,15 +798,17 @@ TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
     CHECK(dev_rule(p, "vxlan0", 66049, "prio 7 ") ==
           "tc filter add dev vxlan0 ingress chain 66049 prio 7 protocol ip flower ct_state +trk+new "
           "action gact drop index 3643801601");
-    // VLAN inner -> EVPN outer: NAT on the uplink, then the encapsulating tail.
-    CHECK(dev_rule(p, "p0", kInner, "dst_ip 10.1.0.2/32") ==
-          "tc filter add dev p0 ingress chain 256 prio 100 protocol 802.1Q flower vlan_ethtype ip dst_ip 10.1.0.2/32 "
-          "action ct zone 7 nat pipe action gact goto chain 4096");
-    CHECK(dev_rule(p, "p0", 4096, "+trk+est") ==
-          "tc filter add dev p0 ingress chain 4096 prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est "
-          "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
-          "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 "
-          "id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
+    // VLAN inner -> EVPN outer: NAT on the uplink, then the encapsulating tail. The
+    // connected host 10.1.0.2 is a next hop of its own through NAT.
+    const std::string rule = dev_rule(p, "p0", kInner, "dst_ip 10.1.0.2/32");
+    REQUIRE(rule.find("action ct zone 7 nat pipe action gact goto chain ") != std::string::npos);
+    const auto nat_chain = static_cast<std::uint32_t>(std::stoul(rule.substr(rule.rfind(' ') + 1)));
+    CHECK(dev_rule(p, "p0", nat_chain, "+trk+est") ==
+          "tc filter add dev p0 ingress chain " + std::to_string(nat_chain) +
+              " prio 1 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+est "
+              "action pedit ex munge eth dst set 02:00:00:00:05:02 munge eth src set 02:00:00:00:50:01 munge ip ttl add 255 "
+              "pipe action csum iph pipe action vlan pop pipe action tunnel_key set src_ip 10.0.1.1 dst_ip 10.0.1.2 "
+              "id 5001 dst_port 4789 nocsum pipe action mirred egress redirect dev vxlan0 index 3657438089");
     // web (ACI) is still inner: its first packets need the marked way back.
     CHECK(dev_commands(p, "dpo-inject", 0).size() == 2);
     CHECK(dev_rule(p, "vxlan0", 0, "prio 2 ") != "");
@@ -692,8 +827,8 @@ TEST_CASE("an outer EVPN interface: NAT first on the VXLAN device too") {
     nat.punt_ifindex = 0;
     p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
     CHECK(dev_commands(p, "dpo-inject", 0).empty());
-    CHECK(dev_rule(p, "p0", 4096, "prio 4 ") ==
-          "tc filter add dev p0 ingress chain 4096 prio 4 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+    CHECK(dev_rule(p, "p0", dpo::compile::kChainSnat, "prio 2 ") ==
+          "tc filter add dev p0 ingress chain 32768 prio 2 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
           "action gact drop index 3643801604");
 }
 

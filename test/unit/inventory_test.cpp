@@ -47,8 +47,8 @@ TEST_CASE("the kernel view matches interfaces to their netdevs and what lies on 
     dpo::KernelState k = with_uplink();
     k.links[3] = vlan_link(3, "p0.100", 2, 100);
     k.addresses.push_back({3, *dpo::IpPrefix::parse("10.100.0.1/24")});
-    k.routes.push_back({*dpo::IpPrefix::parse("10.100.0.0/24"), 254, 0, 1, 2, {{std::nullopt, 3}}});
-    k.routes.push_back({*dpo::IpPrefix::parse("10.9.0.0/16"), 100, 0, 1, 2, {{std::nullopt, 3}}});  // other table
+    k.routes.push_back({*dpo::IpPrefix::parse("10.100.0.0/24"), 254, 0, 1, 2, 0, {{std::nullopt, 3}}});
+    k.routes.push_back({*dpo::IpPrefix::parse("10.9.0.0/16"), 100, 0, 1, 2, 0, {{std::nullopt, 3}}});  // other table
     dpo::Neighbour n;
     n.ifindex = 3;
     n.address = *dpo::IpAddress::parse("10.100.0.2");

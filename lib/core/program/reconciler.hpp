@@ -34,6 +34,8 @@ public:
     Result<Outcome> sync(const std::vector<tc::Rule>& desired, const std::vector<std::string>& devs);
     // Deletes every rule of ours on `devs`, and nothing else.
     Result<Outcome> flush(const std::vector<std::string>& devs);
+    // What `devs` hold now (a device that does not exist holds nothing).
+    Result<std::vector<tc::Installed>> installed(const std::vector<std::string>& devs) { return dump_all(devs); }
 
 private:
     Result<std::vector<tc::Installed>> dump_all(const std::vector<std::string>& devs);

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The per-key compilers, one file per part of the flow chart; compile_key() (view.hpp)
+// dispatches to them. Internal to lib/core/compile.
+//   classify.cpp   group 1 and 2: shared ingress, iface = f(vlan) / f(vni)
+//   host.cpp       the fixed rules of a routing chain, and the host's own addresses
+//   routes.cpp     routes, connected hosts, next hops (group 3's routing, 3 and 4's tails)
+//   nat.cpp        the NAT stage: conntrack by state, subscribers, the punt pair
+
+#include "core/compile/rules.hpp"
+#include "core/compile/view.hpp"
+
+namespace dpo::compile {
+
+void compile_devices(View& v, KeyOutput& out);
+void compile_classify(const ClassifyKey& k, View& v, KeyOutput& out);
+void compile_pipeline(const PipelineKey& k, View& v, KeyOutput& out);
+void compile_local_address(const LocalAddressKey& k, View& v, KeyOutput& out);
+void compile_prefix(const PrefixKey& k, View& v, KeyOutput& out);
+void compile_host(const HostKey& k, View& v, KeyOutput& out);
+void compile_adjacency(const AdjacencyKey& k, View& v, KeyOutput& out);
+void compile_subscriber(const SubscriberKey& k, View& v, KeyOutput& out);
+void compile_punt(View& v, KeyOutput& out);
+
+// NAT pieces of other keys' chains (nat.cpp).
+// Outer ingress: conntrack first, then new and invalid are dropped (a Pipeline key's).
+void nat_outer_lookup(const IngressDevice& d, std::uint16_t zone, KeyOutput& out);
+// First packets of subscribers without a rule: to the daemon (a Pipeline key's).
+void nat_punt_rule(const IngressDevice& d, const nat::NatView& nat, KeyOutput& out);
+// One next hop reached through NAT, by connection state (an Adjacency key's).
+void nat_adjacency_chain(const IngressDevice& d, std::uint16_t zone, std::uint32_t id, Family f,
+                         const std::vector<tc::Action>& tail, const std::string& toward, KeyOutput& out);
+
+}  // namespace dpo::compile
