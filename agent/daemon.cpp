@@ -5,18 +5,17 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstring>
 #include <set>
 
 #include "core/compile/compiler.hpp"
-#include "core/compile/pipeline.hpp"
+#include "core/engine/engine.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
-#include "core/program/reconciler.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -26,6 +25,8 @@ namespace dpo::agent {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 
@@ -34,137 +35,221 @@ void log_problems(const Problems& problems) {
         log::error("config-problem", {{"file", p.file}, {"path", p.path}, {"reason", p.reason}});
 }
 
-using compile::rule_devices;
+std::string n(std::size_t v) { return std::to_string(v); }
+
+// A key for the content hashes only this process knows (tc/hash.hpp).
+tc::HashKey random_hash_key() {
+    tc::HashKey k = tc::kDefaultHashKey;
+    (void)!getrandom(k.data(), sizeof k, 0);
+    return k;
+}
 
 class Daemon {
 public:
-    Daemon(Mapping m, program::Backend& backend, kernel::RtnlWatcher& watcher)
-        : mapping_(std::move(m)), reconciler_(backend), watcher_(watcher) {}
+    Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher)
+        : file_(std::move(file)), tc_(tc), watcher_(watcher), engine_(std::move(m), tc, engine_options(o)) {}
 
-    // The NAT stage runs when the mapping has a `nat` section; without it, or while
-    // it cannot start, inner -> outer IPv4 is left to the kernel.
-    void start_nat() {
-        nat_.reset();
-        if (!mapping_.nat) return;
-        auto rt = NatRuntime::open(mapping_);
+    int run(int sfd) {
+        const auto now = Clock::now();
+        for (const auto& d : compile::rule_devices(engine_.mapping()))
+            if (!if_nametoindex(d.c_str())) log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
+        engine_.start(watcher_.state(), now);
+        maybe_start_nat(now);
+        for (;;) {
+            const auto t = Clock::now();
+            const auto due = engine_.next_due(t);
+            if (due && *due <= t) flush(t);
+            int timeout = -1;
+            if (const auto next = engine_.next_due(Clock::now())) {
+                const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
+                timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
+            }
+            NatRuntime* nat = nat_.get();
+            pollfd fds[6] = {{sfd, POLLIN, 0},
+                             {watcher_.fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
+                             {tc_.event_fd(), POLLIN, 0},
+                             {nat ? nat->punt_fd() : -1, POLLIN, 0},
+                             {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
+                             {nat ? nat->timer_fd() : -1, POLLIN, 0}};
+            if (poll(fds, 6, timeout) < 0) {
+                if (errno == EINTR) continue;
+                log::error("poll-failed", {{"reason", std::strerror(errno)}});
+                return kExitFailure;
+            }
+            const auto now2 = Clock::now();
+            if (fds[1].revents && !kernel_events(now2)) return kExitFailure;
+            if (fds[2].revents) engine_.tc_events(tc_.poll_events(), now2);
+            if (nat && nat_.get() == nat) {
+                if (fds[3].revents) {
+                    const auto changed = nat->on_punt();
+                    engine_.subscribers(changed, true, now2);
+                    // Nothing new to install (a second packet of a subscriber whose rule
+                    // is in, or on its way): its frames go back now or never.
+                    if (changed.empty() && nat->waiting()) reinject();
+                }
+                if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
+                if (fds[5].revents) engine_.subscribers(nat->on_timer(), false, now2);
+            }
+            if (fds[0].revents) {
+                signalfd_siginfo si{};
+                if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;
+                if (si.ssi_signo == SIGHUP) {
+                    reload(Clock::now());
+                    continue;
+                }
+                // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
+                log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
+                return kExitOk;
+            }
+        }
+    }
+
+private:
+    static engine::Options engine_options(const Options& o) {
+        engine::Options e;
+        e.audit_every = o.audit_interval;
+        e.hash_key = random_hash_key();
+        e.seed = e.hash_key[0];
+        return e;
+    }
+
+    // Everything rtnetlink has for us; false when its socket failed for good.
+    bool kernel_events(Clock::time_point now) {
+        auto p = watcher_.process();
+        if (!p) {
+            log::error("events-failed", {{"reason", p.error()}});
+            return false;
+        }
+        if (p->resync) {
+            log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
+            engine_.kernel_resync(*p->resync, now);
+        }
+        bool punt_gone = false;
+        for (const auto& e : p->events) {
+            if (const auto* l = std::get_if<model::LinkEvent>(&e); l && !l->link && nat_ &&
+                (l->ifindex == nat_->punt_ifindex() || !if_nametoindex(nat_->punt_sink_dev().c_str())))
+                punt_gone = true;
+            engine_.kernel(e, now);
+        }
+        // The punt pair deleted under a running NAT stage (by hand, by a --flush): start
+        // the stage again, which makes the pair again.
+        if (punt_gone || (p->resync && nat_ && !if_nametoindex(nat_->punt_dev().c_str()))) {
+            log::warning("nat-punt-pair-gone", {{"dev", nat_->punt_dev()}, {"effect", "NAT stage restarted"}});
+            stop_nat(now);
+        }
+        maybe_start_nat(now);
+        return true;
+    }
+
+    // The NAT stage runs when the mapping has a `nat` section and the uplink exists;
+    // without it, or while it cannot start, inner -> outer IPv4 is left to the kernel.
+    void maybe_start_nat(Clock::time_point now) {
+        const Mapping& m = engine_.mapping();
+        if (!m.nat || nat_) return;
+        // The uplink may appear after the daemon started (or be re-created): try once
+        // per uplink ifindex, not on every event.
+        const Link* up = engine_.model().link_named(m.uplink);
+        if (!up || up->ifindex == nat_tried_ifindex_) return;
+        nat_tried_ifindex_ = up->ifindex;
+        auto rt = NatRuntime::open(m);
         if (!rt) {
             log::error("nat-not-running", {{"reason", rt.error()}, {"effect", "inner -> outer IPv4 left to the kernel"}});
             return;
         }
         nat_ = std::move(*rt);
-        log::notice("nat-running", {{"zone", std::to_string(mapping_.nat->zone)}});
+        engine_.nat_stage(nat_.get(), now);
+        engine_.subscribers(nat_->take_changed(), false, now);
+        log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
     }
-    NatRuntime* nat() { return nat_.get(); }
 
-    // Compiles the current kernel state and sends the difference. `extra_devs`
-    // are devices that held our rules before a reload and must be cleaned.
-    void reconcile(const std::vector<std::string>& extra_devs = {}) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const KernelState state = watcher_.state();
-        // The punt pair can be deleted under a running NAT stage (by hand, by a
-        // --flush): start the stage again, which re-creates it, rather than failing
-        // every pass on a device that is gone.
-        if (nat_ && if_nametoindex(nat_->punt_dev().c_str()) == 0) {
-            log::warning("nat-punt-pair-gone", {{"dev", nat_->punt_dev()}, {"effect", "NAT stage restarted"}});
-            nat_.reset();
-            nat_tried_ifindex_ = 0;
-        }
-        // The uplink may appear after the daemon started (or be re-created): try
-        // the NAT stage again once per uplink ifindex, not on every event.
-        if (const Link* up = state.link_by_name(mapping_.uplink);
-            mapping_.nat && !nat_ && up && up->ifindex != nat_tried_ifindex_) {
-            nat_tried_ifindex_ = up->ifindex;
-            start_nat();
-        }
-        const std::optional<compile::NatState> nat_state =
-            nat_ ? std::optional<compile::NatState>(nat_->state()) : std::nullopt;
-        // The first pass takes the next-hop ids of a previous run back from its chains,
-        // so that a restart changes nothing.
-        if (first_pass_) {
-            if (auto installed = reconciler_.installed(rule_devices(mapping_))) {
-                std::vector<tc::Rule> ours;
-                for (const auto& i : *installed)
-                    if (i.owned && i.decoded) ours.push_back(i.rule);
-                compile::reserve_adjacencies(adjacencies_, ours);
-            }
-        }
-        const auto program = compile::compile(mapping_, state, nat_state ? &*nat_state : nullptr, &adjacencies_);
-        if (first_pass_) adjacencies_.drop_reservations();
-        first_pass_ = false;
-        std::set<std::string> devs;
-        for (const auto& d : rule_devices(mapping_)) devs.insert(d);
-        for (const auto& d : extra_devs) devs.insert(d);
-        std::vector<std::string> present;
-        // The punt pair's inject end holds the way back: it exists while the NAT
-        // stage runs, even before the link event that tells the watcher so.
-        if (nat_state) {
-            present.push_back(nat_state->punt_dev);
-            devs.erase(nat_state->punt_dev);
-        }
-        for (const auto& d : devs) {
-            if (state.link_by_name(d)) present.push_back(d);
-            else log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
-        }
-        auto out = reconciler_.sync(program.rules, present);
-        const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        if (!out) {
-            log::error("reconcile-failed", {{"reason", out.error()}});
-            return;
-        }
-        if (out->lost)
-            log::warning("acks-lost", {{"messages", std::to_string(out->lost)},
-                                       {"effect", "outcome read back from a dump and the difference sent again"}});
-        for (const auto& r : out->refused)
+    void stop_nat(Clock::time_point now) {
+        engine_.nat_stage(nullptr, now);
+        nat_.reset();
+        nat_tried_ifindex_ = 0;
+    }
+
+    void reinject() {
+        nat_->reinject_waiting([this](const IpAddress& sub) { return engine_.in_step(compile::SubscriberKey{sub}); });
+    }
+
+    void flush(Clock::time_point now) {
+        const auto t0 = Clock::now();
+        const engine::Pass p = engine_.flush(now);
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        // First packets go back only now that their subscriber's rule is in.
+        if (p.urgent && nat_ && nat_->waiting()) reinject();
+        log_pass(p, ms);
+    }
+
+    void log_pass(const engine::Pass& p, double ms) {
+        for (const auto& r : p.refused)
             log::error("rule-refused", {{"rule", r.rule}, {"error", std::strerror(r.error)}, {"extack", r.extack}});
-        log::info("reconciled", {{"rules", std::to_string(program.rules.size())},
-                                 {"kept", std::to_string(out->kept)},
-                                 {"added", std::to_string(out->added)},
-                                 {"replaced", std::to_string(out->replaced)},
-                                 {"deleted", std::to_string(out->deleted)},
-                                 {"refused", std::to_string(out->refused.size())},
-                                 {"messages", std::to_string(out->messages)},
-                                 {"repointed", std::to_string(out->repointed)},
-                                 {"in_hw", std::to_string(out->in_hw)},
-                                 {"not_in_hw", std::to_string(out->not_in_hw)},
-                                 {"routes", std::to_string(state.routes.size())},
-                                 {"neighbours", std::to_string(state.neighbours.size())},
+        for (const auto& why : p.problems) log::warning("tc-problem", {{"reason", why}});
+        if (p.lost)
+            log::warning("acks-lost", {{"messages", n(p.lost)}, {"effect", "an audit reads back what happened"}});
+        if (p.audit) {
+            const auto level = p.drift ? log::Level::Notice : log::Level::Info;
+            log::write(level, "audit", {{"reason", p.audit_reason}, {"dumps", n(p.dumps)}, {"drift", n(p.drift)}});
+        }
+        if (!p.did_work()) return;
+        const auto c = engine_.counts();
+        const auto changed = p.added + p.replaced;
+        log::info("reconciled", {{"rules", n(c.rules)},
+                                 {"kept", n(c.rules > changed ? c.rules - changed : 0)},
+                                 {"added", n(p.added)},
+                                 {"replaced", n(p.replaced)},
+                                 {"deleted", n(p.deleted)},
+                                 {"refused", n(p.refused.size())},
+                                 {"messages", n(p.messages)},
+                                 {"repointed", n(p.repointed)},
+                                 {"in_hw", n(c.in_hw)},
+                                 {"not_in_hw", n(c.not_in_hw)},
+                                 {"routes", n(engine_.model().table(engine_.mapping().route_table).size())},
+                                 {"neighbours", n(engine_.model().neighbour_count())},
+                                 {"lane", p.start ? "start" : p.urgent ? "urgent" : "bulk"},
+                                 {"keys", n(p.keys)},
+                                 {"dumps", n(p.dumps)},
+                                 {"queued", n(c.queued)},
                                  {"ms", std::to_string(static_cast<long>(ms))}});
     }
 
-    void reload(const std::string& file) {
-        auto next = load_mapping(file);
+    void reload(Clock::time_point now) {
+        auto next = load_mapping(file_);
         if (!next) {
             log_problems(next.error());
-            log::error("reload-refused", {{"file", file}, {"kept", "running configuration"}});
+            log::error("reload-refused", {{"file", file_}, {"kept", "running configuration"}});
             return;
         }
-        const auto before = rule_devices(mapping_);
-        const bool nat_changed = mapping_.nat != next->nat || mapping_.uplink != next->uplink;
-        mapping_ = std::move(next).value();
-        log::notice("reloaded", {{"file", file}, {"interfaces", std::to_string(mapping_.interfaces.size())}});
-        if (nat_changed) {
-            nat_.reset();
-            nat_tried_ifindex_ = 0;  // the next reconcile starts it on the new terms
-        }
-        reconcile(before);
-        if (nat_) nat_->reinject_waiting();
-        // Without `nat` any more, nothing punts: the pair and its rules go too.
-        if (nat_changed && !mapping_.nat) {
+        const Mapping& before = engine_.mapping();
+        const bool nat_changed = before.nat != next->nat || before.uplink != next->uplink;
+        const bool nat_gone = nat_changed && !next->nat;
+        if (nat_changed && nat_) stop_nat(now);
+        nat_tried_ifindex_ = 0;
+        engine_.reload(std::move(next).value(), now);
+        log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
+        // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
+        if (nat_gone) {
+            // Now, not after the bulk lane's quiet time: the pair goes right after.
+            for (int i = 0; i < 1000; ++i) {
+                const auto due = engine_.next_due(now);
+                if (!due || *due > now + std::chrono::seconds(1)) break;
+                now = std::max(now, *due);
+                flush(now);
+            }
             if (auto removed = kernel::PuntPort::remove(); !removed)
                 log::warning("nat-punt-pair-left", {{"reason", removed.error()}});
             else if (*removed)
                 log::notice("nat-stopped", {{"punt_pair", "deleted"}});
         }
+        maybe_start_nat(now);
     }
 
-private:
-    Mapping mapping_;
-    reconcile::Reconciler reconciler_;
+    std::string file_;
+    kernel::TcNetlink& tc_;
     kernel::RtnlWatcher& watcher_;
+    engine::Engine engine_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
-    compile::Adjacencies adjacencies_{compile::kMaxAdjacencies};
-    bool first_pass_ = true;
 };
 
 }  // namespace
@@ -192,63 +277,23 @@ int run(const std::string& file, const Options& options) {
         log::error("startup-failed", {{"reason", std::string("signalfd: ") + std::strerror(errno)}});
         return kExitFailure;
     }
+    // tc first: it listens before the kernel state is dumped, so nothing another process
+    // does to our rules falls between the two.
+    auto tc = kernel::TcNetlink::open(true);
+    if (!tc) {
+        log::error("startup-failed", {{"reason", tc.error()}});
+        return kExitFailure;
+    }
     auto watcher = kernel::RtnlWatcher::open(options.netlink_rcvbuf);
     if (!watcher) {
         log::error("startup-failed", {{"reason", watcher.error()}});
         return kExitFailure;
     }
-    auto tc = kernel::TcNetlink::open();
-    if (!tc) {
-        log::error("startup-failed", {{"reason", tc.error()}});
-        return kExitFailure;
-    }
-    Daemon daemon(std::move(loaded).value(), **tc, **watcher);
+    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher);
     log::notice("started", {{"file", file}});
-
-    bool dirty = true;  // the initial dump
-    for (;;) {
-        if (dirty) {
-            daemon.reconcile();
-            // First packets go back only now that their subscriber's rule is in.
-            if (daemon.nat()) daemon.nat()->reinject_waiting();
-            dirty = false;
-        }
-        NatRuntime* nat = daemon.nat();
-        pollfd fds[5] = {{sfd, POLLIN, 0},
-                         {(*watcher)->fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
-                         {nat ? nat->punt_fd() : -1, POLLIN, 0},
-                         {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
-                         {nat ? nat->timer_fd() : -1, POLLIN, 0}};
-        if (poll(fds, 5, -1) < 0) {
-            if (errno == EINTR) continue;
-            log::error("poll-failed", {{"reason", std::strerror(errno)}});
-            return kExitFailure;
-        }
-        if (fds[1].revents) {
-            auto p = (*watcher)->process();
-            if (!p) {
-                log::error("events-failed", {{"reason", p.error()}});
-                return kExitFailure;
-            }
-            if (p->resynced) log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
-            dirty = dirty || p->changed || p->resynced;
-        }
-        if (nat && fds[2].revents) dirty = nat->on_punt() || dirty;
-        if (nat && fds[3].revents) dirty = nat->on_conntrack() || dirty;
-        if (nat && fds[4].revents) dirty = nat->on_timer() || dirty;
-        if (fds[0].revents) {
-            signalfd_siginfo si{};
-            if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;
-            if (si.ssi_signo == SIGHUP) {
-                daemon.reload(file);
-                continue;
-            }
-            // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
-            log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
-            close(sfd);
-            return kExitOk;
-        }
-    }
+    const int rc = daemon.run(sfd);
+    close(sfd);
+    return rc;
 }
 
 int flush(const std::string& file) {
@@ -262,17 +307,40 @@ int flush(const std::string& file) {
         log::error("flush-failed", {{"reason", tc.error()}});
         return kExitFailure;
     }
-    reconcile::Reconciler reconciler(**tc);
-    // A device that does not exist holds no rules.
-    std::vector<std::string> devs;
-    for (const auto& d : rule_devices(*m))
-        if (if_nametoindex(d.c_str()) != 0) devs.push_back(d);
-    auto out = reconciler.flush(devs);
-    if (!out) {
-        log::error("flush-failed", {{"reason", out.error()}});
-        return kExitFailure;
+    // Every rule of ours on the mapping's devices (a device that does not exist holds
+    // none); the punt pair's go with the pair.
+    std::vector<program::Change> deletes;
+    for (const auto& dev : compile::rule_devices(*m)) {
+        const int ifindex = static_cast<int>(if_nametoindex(dev.c_str()));
+        if (!ifindex) continue;
+        auto installed = (*tc)->dump(dev);
+        if (!installed) {
+            log::error("flush-failed", {{"reason", installed.error()}});
+            return kExitFailure;
+        }
+        for (const auto& i : *installed) {
+            if (!i.owned) continue;
+            program::Change c;
+            c.kind = program::Change::Kind::Delete;
+            c.ifindex = ifindex;
+            c.rule = i.rule;
+            c.handle = i.handle;
+            deletes.push_back(std::move(c));
+        }
     }
-    bool ok = out->refused.empty();
+    const auto applied = (*tc)->apply(deletes);
+    std::size_t deleted = 0, refused = 0;
+    for (std::size_t i = 0; i < deletes.size(); ++i) {
+        const auto v = program::classify(deletes[i].kind, applied.results[i]);
+        if (v == program::Verdict::Done) ++deleted;
+        else {
+            ++refused;
+            log::error("rule-refused", {{"rule", deletes[i].rule.key()},
+                                        {"error", std::strerror(applied.results[i].error)},
+                                        {"extack", applied.results[i].extack}});
+        }
+    }
+    bool ok = refused == 0;
     std::string punt_pair = "none";
     if (auto removed = kernel::PuntPort::remove(); !removed) {
         log::error("flush-failed", {{"reason", removed.error()}});
@@ -280,8 +348,7 @@ int flush(const std::string& file) {
     } else if (*removed) {
         punt_pair = "deleted";
     }
-    log::notice("flushed", {{"deleted", std::to_string(out->deleted)}, {"refused", std::to_string(out->refused.size())},
-                            {"nat_punt_pair", punt_pair}});
+    log::notice("flushed", {{"deleted", n(deleted)}, {"refused", n(refused)}, {"nat_punt_pair", punt_pair}});
     return ok ? kExitOk : kExitFailure;
 }
 

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #pragma once
-// The daemon loop: kernel events and signals in, reconciled tc rules out.
+// The daemon loop: a thin owner of the engine (core/engine). It reads what is readable
+// (signals, rtnetlink, tc notifications, punted first packets, conntrack, the NAT
+// timer), hands it to the engine as typed events, lets the engine flush when it is due,
+// and logs what each pass did.
 
+#include <chrono>
 #include <string>
 
 namespace dpo::agent {
@@ -11,6 +15,9 @@ struct Options {
     // rtnetlink receive buffer: what a burst of route changes may queue before the
     // kernel drops events (then the daemon resyncs from a full dump).
     int netlink_rcvbuf = 32 * 1024 * 1024;
+    // A full dump of the devices, compared with what the daemon believes installed, about
+    // this often (+-20 %); 0: only at start, after overruns, on reload and on request.
+    std::chrono::seconds audit_interval{600};
 };
 
 int run(const std::string& config_file, const Options& options = {});

@@ -31,6 +31,7 @@ const char* const kDefaultConfig = "/etc/dpoffload/mapping.json";
 void usage(FILE* to) {
     std::fprintf(to,
                  "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush] [--netlink-rcvbuf BYTES]\n"
+                 "                  [--audit-interval SECONDS]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
@@ -39,6 +40,9 @@ void usage(FILE* to) {
                  "      --flush        remove every tc rule it owns, and exit\n"
                  "      --netlink-rcvbuf BYTES  rtnetlink receive buffer (default 32 MiB): a bigger\n"
                  "                     burst of route changes overruns it and forces a full resync\n"
+                 "      --audit-interval SECONDS  compare the installed rules with a full dump about\n"
+                 "                     this often (default 600, +-20 %%; 0: only at start, after\n"
+                 "                     overruns, on reload and when a device is made again)\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -173,12 +177,13 @@ int dry_run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf };
+    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
         {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
         {"flush", no_argument, nullptr, kFlush},
         {"netlink-rcvbuf", required_argument, nullptr, kRcvbuf},
+        {"audit-interval", required_argument, nullptr, kAudit},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
@@ -206,6 +211,16 @@ int main(int argc, char** argv) {
                     return kExitUsage;
                 }
                 daemon_options.netlink_rcvbuf = static_cast<int>(v);
+                break;
+            }
+            case kAudit: {
+                char* end = nullptr;
+                const long v = std::strtol(optarg, &end, 10);
+                if (!end || *end || v < 0 || v > 7 * 24 * 3600) {
+                    std::fprintf(stderr, "dpoffloadd: --audit-interval takes seconds from 0 to 604800\n");
+                    return kExitUsage;
+                }
+                daemon_options.audit_interval = std::chrono::seconds(v);
                 break;
             }
             case 'h': usage(stdout); return kExitOk;

@@ -68,14 +68,13 @@ NatRuntime::NatRuntime(const Nat& config, std::unique_ptr<kernel::PuntPort> punt
 
 NatRuntime::~NatRuntime() { close(timer_); }
 
-bool NatRuntime::log_chunk_events() {
+void NatRuntime::log_chunk_events() {
     const auto events = manager_.take_events();
     const auto wall = static_cast<std::int64_t>(std::time(nullptr));
     for (const auto& e : events) {
         const std::string line = nat::log_line(e, wall);
         (void)!::write(STDERR_FILENO, line.data(), line.size());
     }
-    return !events.empty();
 }
 
 bool NatRuntime::resync() {
@@ -92,11 +91,11 @@ bool NatRuntime::resync() {
     return true;
 }
 
-bool NatRuntime::on_punt() {
+std::vector<IpAddress> NatRuntime::on_punt() {
     auto frames = punt_->receive();
     if (!frames) {
         log::error("nat-punt-failed", {{"reason", frames.error()}});
-        return false;
+        return {};
     }
     const auto now = monotonic_now();
     for (auto& f : *frames) {
@@ -107,27 +106,35 @@ bool NatRuntime::on_punt() {
             log::warning("nat-refused", {{"subscriber", sub->str()}, {"reason", nat::to_string(chunk.error())}});
             continue;  // dropped: counted by the manager
         }
-        waiting_.push_back(std::move(f));
+        waiting_.push_back({*sub, std::move(f)});
     }
     if (auto lost = punt_->take_lost(); lost && *lost)
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
-    // Both are read every time: each clears what it reports.
-    const bool logged = log_chunk_events();
-    const bool changed = manager_.take_changed();
-    return logged || changed || !waiting_.empty();
+    log_chunk_events();
+    return manager_.take_changed();
 }
 
-void NatRuntime::reinject_waiting() {
-    for (const auto& f : waiting_)
-        if (auto r = punt_->reinject(f); !r) log::warning("nat-reinject-failed", {{"reason", r.error()}});
+void NatRuntime::reinject_waiting(const std::function<bool(const IpAddress&)>& ready) {
+    std::size_t dropped = 0;
+    for (const auto& w : waiting_) {
+        // A frame whose rule is not in would only be punted again.
+        if (!ready(w.subscriber)) {
+            ++dropped;
+            continue;
+        }
+        if (auto r = punt_->reinject(w.frame); !r) log::warning("nat-reinject-failed", {{"reason", r.error()}});
+    }
+    if (dropped)
+        log::warning("nat-first-packets-dropped",
+                     {{"frames", std::to_string(dropped)}, {"reason", "their subscriber's rule is not in yet"}});
     waiting_.clear();
 }
 
-bool NatRuntime::on_conntrack() {
+std::vector<IpAddress> NatRuntime::on_conntrack() {
     auto batch = conntrack_->process();
     if (!batch) {
         log::error("nat-conntrack-failed", {{"reason", batch.error()}});
-        return false;
+        return {};
     }
     const auto now = monotonic_now();
     for (const auto& e : batch->events) {
@@ -136,24 +143,20 @@ bool NatRuntime::on_conntrack() {
         if (e.kind == kernel::ConntrackEvent::Kind::New) manager_.connection_new(c, now);
         else manager_.connection_end(c, now);
     }
-    bool changed = false;
     if (batch->overrun) {
         log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
         resync();
-        changed = true;  // counts were rebuilt: a subscriber's limit may have moved
     }
-    changed = manager_.take_changed() || changed;
-    const bool logged = log_chunk_events();
-    return logged || changed;
+    log_chunk_events();
+    return manager_.take_changed();
 }
 
-bool NatRuntime::on_timer() {
+std::vector<IpAddress> NatRuntime::on_timer() {
     std::uint64_t ticks = 0;
     (void)!::read(timer_, &ticks, sizeof ticks);
     manager_.tick(monotonic_now());
-    const bool logged = log_chunk_events();
-    const bool changed = manager_.take_changed();
-    return logged || changed;
+    log_chunk_events();
+    return manager_.take_changed();
 }
 
 }  // namespace dpo::agent

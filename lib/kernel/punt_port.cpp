@@ -17,9 +17,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/compile/compiler.hpp"
-#include "core/reconcile/plan.hpp"
-#include "tc_netlink.hpp"
 
 namespace dpo::kernel {
 
@@ -150,50 +147,6 @@ Result<int> open_socket(int ifindex) {
     return fd;
 }
 
-// Brings the owned rules of `dev` to `desired`: rules already right are kept,
-// others' rules are left alone. With `keep_owned`, our rules elsewhere on the device
-// stay too: on dpo-inject the daemon's program adds the way back into the VXLAN
-// device, and opening the port must not take it away.
-Result<Done> reconcile_dev(TcNetlink& tc, const std::string& dev, std::vector<tc::Rule> desired,
-                           bool keep_owned = false) {
-    if (auto q = tc.ensure_clsact(dev); !q) return fail(q.error());
-    auto installed = tc.dump(dev);
-    if (!installed) return fail(installed.error());
-    if (keep_owned) {
-        // Only rules at other places (chain, prio) than ours: one at the same place
-        // with another protocol (an older version's catch-all) would make the kernel
-        // refuse ours, so it goes.
-        std::vector<tc::Rule> others;
-        for (const auto& i : *installed) {
-            const bool our_place = std::any_of(desired.begin(), desired.end(), [&](const tc::Rule& d) {
-                return d.chain == i.rule.chain && d.prio == i.rule.prio;
-            });
-            if (i.owned && i.decoded && !our_place) others.push_back(i.rule);
-        }
-        desired.insert(desired.end(), others.begin(), others.end());
-    }
-    const auto plan = reconcile::plan(desired, *installed);
-    if (plan.empty()) return Done{};
-    const auto report = tc.apply(plan);
-    if (!report.refused.empty()) {
-        const auto& r = report.refused.front();
-        return fail("rule on " + dev + " refused: " + r.rule + ": " + errno_text(r.error) +
-                    (r.extack.empty() ? "" : " (" + r.extack + ")"));
-    }
-    return Done{};
-}
-
-tc::Rule catch_all(const char* dev, tc::Action action, const char* why) {
-    tc::Rule r;
-    r.dev = dev;
-    r.chain = 0;
-    r.prio = 1;
-    r.protocol = tc::kEthAll;
-    r.actions = {std::move(action)};
-    r.why = why;
-    return r;
-}
-
 }  // namespace
 
 Result<bool> PuntPort::remove() {
@@ -220,7 +173,6 @@ Result<std::unique_ptr<PuntPort>> PuntPort::open(const std::string& uplink) {
     auto up = get_link(sk.get(), uplink.c_str());
     if (!up) return fail(up.error());
     if (!*up) return fail("no device " + uplink);
-    const int uplink_ifindex = rtnl_link_get_ifindex(up->get());
 
     auto pair = ensure_pair(sk.get(), rtnl_link_get_mtu(up->get()));
     if (!pair) return fail(pair.error());
@@ -229,12 +181,8 @@ Result<std::unique_ptr<PuntPort>> PuntPort::open(const std::string& uplink) {
     if (!fd) return fail(fd.error());
     std::unique_ptr<PuntPort> port(new PuntPort(*fd, pair->punt, pair->inject));
 
-    auto tcnl = TcNetlink::open();
-    if (!tcnl) return fail(tcnl.error());
-    const auto back = compile::reinject_vlan_rule(kInjectDev, uplink, uplink_ifindex);
-    if (auto r = reconcile_dev(**tcnl, kInjectDev, {back}, true); !r) return fail(r.error());
-    const auto sink = catch_all(kPuntDev, tc::Drop{}, "punted frames: the daemon's socket has its copy");
-    if (auto r = reconcile_dev(**tcnl, kPuntDev, {sink}); !r) return fail(r.error());
+    // The pair's rules (the way back on dpo-inject, the drop on dpo-punt) are the
+    // program's (the compiler's Punt key): the one tc writer installs them.
     return port;
 }
 

@@ -52,11 +52,11 @@ public:
     // Creates the veth pair, or adopts it when a previous run left it (a pair named
     // so that is not a veth pair is refused), brings both ends up with IPv6 disabled
     // (no router solicitation or MLD report may pass for a punted frame) and with the
-    // uplink's MTU, opens the socket on dpo-punt and installs two owned rules:
-    // dpo-inject ingress `mirred ingress redirect dev <uplink>` and dpo-punt ingress
-    // `gact drop` (the socket already has its copy: packet taps run before tc ingress,
-    // and the stack of dpo-punt has no business with somebody else's frames).
-    // Idempotent: rules already right are kept, so a restart sends no tc change.
+    // uplink's MTU, and opens the socket on dpo-punt. The pair's two rules belong to the
+    // program (compile/nat.cpp, the Punt key) and go in with the others: dpo-inject
+    // ingress `mirred ingress redirect dev <uplink>` and dpo-punt ingress `gact drop`
+    // (the socket already has its copy: packet taps run before tc ingress, and the
+    // stack of dpo-punt has no business with somebody else's frames).
     static Result<std::unique_ptr<PuntPort>> open(const std::string& uplink);
     // Deletes the pair (both ends, with their rules): what `--flush` does for NAT.
     // Returns whether there was a pair to delete.

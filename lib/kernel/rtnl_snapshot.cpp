@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <string_view>
 #include <memory>
 
 namespace dpo::kernel {
@@ -77,62 +78,101 @@ constexpr unsigned kResolvedNud = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PR
 
 }  // namespace
 
+namespace {
+
+std::optional<Link> link_of(rtnl_link* link) {
+    // The cache keys links by (ifindex, family): a bridge port's AF_BRIDGE object (sent
+    // on every port change) sits beside the device's own, without its kind or VXLAN
+    // data. Only the device's own object says what it is.
+    if (rtnl_link_get_family(link) != AF_UNSPEC) return std::nullopt;
+    return to_link(link);
+}
+
+std::optional<Address> address_of(rtnl_addr* a) {
+    auto ip = to_ip(rtnl_addr_get_local(a));
+    if (!ip) return std::nullopt;
+    return Address{rtnl_addr_get_ifindex(a), IpPrefix{*ip, static_cast<std::uint8_t>(rtnl_addr_get_prefixlen(a))}};
+}
+
+std::optional<Route> route_of(rtnl_route* r) {
+    nl_addr* dst = rtnl_route_get_dst(r);
+    const int fam = rtnl_route_get_family(r);
+    if (fam != AF_INET && fam != AF_INET6) return std::nullopt;
+    Route out;
+    // A default route has a zero-length dst that libnl may report without bytes.
+    out.destination.address.family = fam == AF_INET ? Family::V4 : Family::V6;
+    if (auto ip = to_ip(dst)) out.destination.address = *ip;
+    out.destination.length = dst ? static_cast<std::uint8_t>(nl_addr_get_prefixlen(dst)) : 0;
+    out.table = rtnl_route_get_table(r);
+    out.priority = rtnl_route_get_priority(r);
+    out.type = rtnl_route_get_type(r);
+    out.protocol = rtnl_route_get_protocol(r);
+    out.tos = rtnl_route_get_tos(r);
+    const int n = rtnl_route_get_nnexthops(r);
+    for (int i = 0; i < n; ++i) {
+        rtnl_nexthop* nh = rtnl_route_nexthop_n(r, i);
+        out.nexthops.push_back({to_ip(rtnl_route_nh_get_gateway(nh)), rtnl_route_nh_get_ifindex(nh)});
+    }
+    return out;
+}
+
+std::optional<Neighbour> neighbour_of(rtnl_neigh* n) {
+    // Bridge and VXLAN FDB entries (AF_BRIDGE) carry a VTEP as their "dst": not neighbours.
+    const int fam = rtnl_neigh_get_family(n);
+    if (fam != AF_INET && fam != AF_INET6) return std::nullopt;
+    auto ip = to_ip(rtnl_neigh_get_dst(n));
+    if (!ip) return std::nullopt;
+    Neighbour out;
+    out.ifindex = rtnl_neigh_get_ifindex(n);
+    out.address = *ip;
+    out.mac = to_mac(rtnl_neigh_get_lladdr(n));
+    const int state = rtnl_neigh_get_state(n);
+    out.nud = static_cast<std::uint16_t>(state < 0 ? 0 : state);
+    out.state = (out.nud & kResolvedNud) && out.mac ? NeighbourState::Resolved : NeighbourState::Unresolved;
+    return out;
+}
+
+}  // namespace
+
 KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh) {
     KernelState k;
     for_each(links, [&](nl_object* o) {
-        auto* link = reinterpret_cast<rtnl_link*>(o);
-        // The cache keys links by (ifindex, family): a bridge port's AF_BRIDGE
-        // object (sent on every port change) sits beside the device's own, without
-        // its kind or VXLAN data. Only the device's own object says what it is.
-        if (rtnl_link_get_family(link) != AF_UNSPEC) return;
-        Link l = to_link(link);
-        k.links[l.ifindex] = std::move(l);
+        if (auto l = link_of(reinterpret_cast<rtnl_link*>(o))) k.links[l->ifindex] = std::move(*l);
     });
     for_each(addrs, [&](nl_object* o) {
-        auto* a = reinterpret_cast<rtnl_addr*>(o);
-        if (auto ip = to_ip(rtnl_addr_get_local(a)))
-            k.addresses.push_back({rtnl_addr_get_ifindex(a),
-                                   IpPrefix{*ip, static_cast<std::uint8_t>(rtnl_addr_get_prefixlen(a))}});
+        if (auto a = address_of(reinterpret_cast<rtnl_addr*>(o))) k.addresses.push_back(*a);
     });
     for_each(routes, [&](nl_object* o) {
-        auto* r = reinterpret_cast<rtnl_route*>(o);
-        nl_addr* dst = rtnl_route_get_dst(r);
-        const int fam = rtnl_route_get_family(r);
-        if (fam != AF_INET && fam != AF_INET6) return;
-        Route out;
-        // A default route has a zero-length dst that libnl may report without bytes.
-        out.destination.address.family = fam == AF_INET ? Family::V4 : Family::V6;
-        if (auto ip = to_ip(dst)) out.destination.address = *ip;
-        out.destination.length = dst ? static_cast<std::uint8_t>(nl_addr_get_prefixlen(dst)) : 0;
-        out.table = rtnl_route_get_table(r);
-        out.priority = rtnl_route_get_priority(r);
-        out.type = rtnl_route_get_type(r);
-        out.protocol = rtnl_route_get_protocol(r);
-        out.tos = rtnl_route_get_tos(r);
-        const int n = rtnl_route_get_nnexthops(r);
-        for (int i = 0; i < n; ++i) {
-            rtnl_nexthop* nh = rtnl_route_nexthop_n(r, i);
-            out.nexthops.push_back({to_ip(rtnl_route_nh_get_gateway(nh)), rtnl_route_nh_get_ifindex(nh)});
-        }
-        k.routes.push_back(std::move(out));
+        if (auto r = route_of(reinterpret_cast<rtnl_route*>(o))) k.routes.push_back(std::move(*r));
     });
     for_each(neigh, [&](nl_object* o) {
-        auto* n = reinterpret_cast<rtnl_neigh*>(o);
-        // Bridge and VXLAN FDB entries (AF_BRIDGE) carry a VTEP as their "dst": not neighbours.
-        const int fam = rtnl_neigh_get_family(n);
-        if (fam != AF_INET && fam != AF_INET6) return;
-        auto ip = to_ip(rtnl_neigh_get_dst(n));
-        if (!ip) return;
-        Neighbour out;
-        out.ifindex = rtnl_neigh_get_ifindex(n);
-        out.address = *ip;
-        out.mac = to_mac(rtnl_neigh_get_lladdr(n));
-        const int state = rtnl_neigh_get_state(n);
-        out.nud = static_cast<std::uint16_t>(state < 0 ? 0 : state);
-        out.state = (out.nud & kResolvedNud) && out.mac ? NeighbourState::Resolved : NeighbourState::Unresolved;
-        k.neighbours.push_back(std::move(out));
+        if (auto n = neighbour_of(reinterpret_cast<rtnl_neigh*>(o))) k.neighbours.push_back(std::move(*n));
     });
     return k;
+}
+
+std::optional<model::Event> event_of(nl_object* o, bool removed) {
+    const std::string_view type = nl_object_get_type(o);
+    if (type == "route/link") {
+        auto* l = reinterpret_cast<rtnl_link*>(o);
+        if (rtnl_link_get_family(l) != AF_UNSPEC) return std::nullopt;
+        const int ifindex = rtnl_link_get_ifindex(l);
+        if (removed) return model::LinkEvent{ifindex, std::nullopt};
+        return model::LinkEvent{ifindex, link_of(l)};
+    }
+    if (type == "route/addr") {
+        if (auto a = address_of(reinterpret_cast<rtnl_addr*>(o))) return model::AddressEvent{*a, removed};
+        return std::nullopt;
+    }
+    if (type == "route/route") {
+        if (auto r = route_of(reinterpret_cast<rtnl_route*>(o))) return model::RouteEvent{std::move(*r), removed};
+        return std::nullopt;
+    }
+    if (type == "route/neigh") {
+        if (auto n = neighbour_of(reinterpret_cast<rtnl_neigh*>(o))) return model::NeighbourEvent{std::move(*n), removed};
+        return std::nullopt;
+    }
+    return std::nullopt;
 }
 
 Result<KernelState> read_kernel_state() {

@@ -5,15 +5,21 @@
 
 #include <string>
 
+#include "core/model/kernel_model.hpp"
 #include "core/model/kernel_state.hpp"
 #include "core/result.hpp"
 
 struct nl_cache;
+struct nl_object;
 
 namespace dpo::kernel {
 
 Result<KernelState> read_kernel_state();
 // The same conversion over caches someone else keeps (the watcher's).
 KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh);
+// One cache object (a link, address, route or neighbour) as the model's event: its new
+// state, or its removal. Nothing for objects the model does not keep (a bridge port's
+// AF_BRIDGE link object, an FDB entry, a route of another family).
+std::optional<model::Event> event_of(nl_object* o, bool removed);
 
 }  // namespace dpo::kernel

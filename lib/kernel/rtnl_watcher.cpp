@@ -13,7 +13,11 @@
 namespace dpo::kernel {
 
 namespace {
-void on_change(nl_cache*, nl_object*, int, void* self) { *static_cast<bool*>(self) = true; }
+// NL_ACT_NEW and NL_ACT_CHANGE hand over the object as the cache now has it (merged);
+// NL_ACT_DEL the object that went.
+void on_change(nl_cache*, nl_object* o, int action, void* events) {
+    if (auto e = event_of(o, action == NL_ACT_DEL)) static_cast<std::vector<model::Event>*>(events)->push_back(std::move(*e));
+}
 }  // namespace
 
 Result<std::unique_ptr<RtnlWatcher>> RtnlWatcher::open(int receive_buffer) {
@@ -36,12 +40,11 @@ Result<Done> RtnlWatcher::start() {
         nl_cache** cache;
     } wants[] = {{"route/link", &links_}, {"route/addr", &addrs_}, {"route/route", &routes_}, {"route/neigh", &neigh_}};
     for (const auto& w : wants) {
-        if (int err = nl_cache_mngr_add(mngr_, w.name, on_change, &changed_, w.cache); err < 0) {
+        if (int err = nl_cache_mngr_add(mngr_, w.name, on_change, &events_, w.cache); err < 0) {
             stop();
             return fail(std::string("subscribe ") + w.name + ": " + nl_geterror(err));
         }
     }
-    changed_ = true;  // the initial dump is a change
     return Done{};
 }
 
@@ -59,13 +62,14 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process() {
     if (n == -NLE_NOMEM || n == -NLE_DUMP_INTR || n == -NLE_MSG_OVERFLOW) {
         // The kernel dropped events (libnl reports ENOBUFS as NLE_NOMEM): start over.
         stop();
+        events_.clear();
         if (auto s = start(); !s) return fail("resync after overrun: " + s.error());
-        p.resynced = true;
-    } else if (n < 0) {
-        return fail(std::string("rtnetlink events: ") + nl_geterror(n));
+        p.resync = state();
+        return p;
     }
-    p.changed = changed_;
-    changed_ = false;
+    if (n < 0) return fail(std::string("rtnetlink events: ") + nl_geterror(n));
+    p.events = std::move(events_);
+    events_.clear();
     return p;
 }
 

@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #pragma once
-// Follows links, addresses, routes and neighbours with libnl-route-3's cache
-// manager: it subscribes to the multicast groups before it dumps, so no change
-// falls between the two. A netlink overrun (ENOBUFS) loses events: the watcher
-// then rebuilds its caches from a fresh dump, a full resync, and says so.
+// Follows links, addresses, routes and neighbours with libnl-route-3's cache manager:
+// it subscribes to the multicast groups before it dumps, so no change falls between the
+// two, and it merges what the kernel sends piecewise (an IPv6 multipath route's next
+// hops). Each change comes out as one typed event for the model (model/kernel_model.hpp).
+// A netlink overrun (ENOBUFS) loses events: the watcher then rebuilds its caches from a
+// fresh dump and hands over the whole snapshot, which the model turns into changes.
 
 #include <memory>
+#include <optional>
+#include <vector>
 
+#include "core/model/kernel_model.hpp"
 #include "core/model/kernel_state.hpp"
 #include "core/result.hpp"
 
@@ -25,12 +30,13 @@ public:
     int fd() const;
 
     struct Progress {
-        bool changed = false;
-        bool resynced = false;  // an overrun forced a full resync
+        std::vector<model::Event> events;   // in the order they happened
+        std::optional<KernelState> resync;  // an overrun: everything, dumped again
     };
     // Reads whatever is pending without blocking.
     Result<Progress> process();
 
+    // The whole state the caches hold (at start).
     KernelState state() const;
 
 private:
@@ -43,7 +49,7 @@ private:
     nl_cache* addrs_ = nullptr;
     nl_cache* routes_ = nullptr;
     nl_cache* neigh_ = nullptr;
-    bool changed_ = false;
+    std::vector<model::Event> events_;  // filled by the caches' change callback
     int receive_buffer_;
 };
 

@@ -224,9 +224,9 @@ void put_prefix(nlmsghdr* nlh, const IpPrefix& p, int v4_key, int v4_mask, int v
 
 }  // namespace
 
-nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle) {
-    const std::uint16_t flags = handle ? NLM_F_REPLACE : (NLM_F_CREATE | NLM_F_EXCL);
-    nlmsghdr* nlh = put_tc_header(buf, RTM_NEWTFILTER, static_cast<std::uint16_t>(flags | NLM_F_ACK), ifindex,
+nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op) {
+    const std::uint16_t flags = op == FilterOp::Replace ? NLM_F_REPLACE : (NLM_F_CREATE | NLM_F_EXCL);
+    nlmsghdr* nlh = put_tc_header(buf, RTM_NEWTFILTER, static_cast<std::uint16_t>(flags | NLM_F_ACK | NLM_F_ECHO), ifindex,
                                   kIngressParent, handle, tcm_info(r.prio, r.protocol));
     mnl_attr_put_strz(nlh, TCA_KIND, "flower");
     mnl_attr_put_u32(nlh, TCA_CHAIN, r.chain);
@@ -280,7 +280,7 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
 nlmsghdr* put_replace_action(void* buf, const tc::Action& a) {
     nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
     nlh->nlmsg_type = RTM_NEWACTION;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_ACK;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_ACK | NLM_F_ECHO;
     auto* t = static_cast<tcamsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcamsg)));
     t->tca_family = AF_UNSPEC;
     nlattr* tab = mnl_attr_nest_start(nlh, TCA_ACT_TAB);
@@ -292,7 +292,7 @@ nlmsghdr* put_replace_action(void* buf, const tc::Action& a) {
 }
 
 nlmsghdr* put_del_filter(void* buf, const FilterRef& f) {
-    nlmsghdr* nlh = put_tc_header(buf, RTM_DELTFILTER, NLM_F_ACK, f.ifindex, kIngressParent, f.handle,
+    nlmsghdr* nlh = put_tc_header(buf, RTM_DELTFILTER, NLM_F_ACK | NLM_F_ECHO, f.ifindex, kIngressParent, f.handle,
                                   tcm_info(f.prio, f.protocol));
     mnl_attr_put_strz(nlh, TCA_KIND, "flower");
     mnl_attr_put_u32(nlh, TCA_CHAIN, f.chain);
@@ -535,6 +535,45 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
 }
 
 }  // namespace
+
+bool is_ingress_parent(std::uint32_t parent) { return parent == kIngressParent; }
+bool is_clsact_parent(std::uint32_t parent) { return parent == TC_H_CLSACT; }
+
+Result<TcHeader> parse_tc_header(const nlmsghdr* nlh) {
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg)) return fail(std::string("tc message shorter than its header"));
+    const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+    TcHeader h;
+    h.type = nlh->nlmsg_type;
+    h.pid = nlh->nlmsg_pid;
+    h.seq = nlh->nlmsg_seq;
+    h.ifindex = t->tcm_ifindex;
+    h.parent = t->tcm_parent;
+    h.handle = t->tcm_handle;
+    h.prio = static_cast<std::uint16_t>(TC_H_MAJ(t->tcm_info) >> 16);
+    h.protocol = ntohs(static_cast<std::uint16_t>(TC_H_MIN(t->tcm_info)));
+    Attrs<TCA_MAX> top;
+    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0) return fail(std::string("malformed tc message"));
+    if (top[TCA_CHAIN] && mnl_attr_get_payload_len(top[TCA_CHAIN]) >= 4) h.chain = mnl_attr_get_u32(top[TCA_CHAIN]);
+    if (top[TCA_KIND]) {
+        const auto* p = static_cast<const char*>(mnl_attr_get_payload(top[TCA_KIND]));
+        h.kind.assign(p, strnlen(p, mnl_attr_get_payload_len(top[TCA_KIND])));
+    }
+    return h;
+}
+
+HwFlags filter_hw_flags(const nlmsghdr* nlh) {
+    HwFlags out;
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg)) return out;
+    Attrs<TCA_MAX> top;
+    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0 || !top[TCA_OPTIONS]) return out;
+    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS]);
+    if (f[TCA_FLOWER_FLAGS] && mnl_attr_get_payload_len(f[TCA_FLOWER_FLAGS]) >= 4) {
+        const std::uint32_t flags = mnl_attr_get_u32(f[TCA_FLOWER_FLAGS]);
+        out.in_hw = flags & TCA_CLS_FLAGS_IN_HW;
+        out.not_in_hw = flags & TCA_CLS_FLAGS_NOT_IN_HW;
+    }
+    return out;
+}
 
 Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     if (nlh->nlmsg_type != RTM_NEWTFILTER || mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg))

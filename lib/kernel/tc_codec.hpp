@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 
 #include "core/result.hpp"
 #include "core/tc/rule.hpp"
@@ -30,9 +31,15 @@ struct FilterRef {
 // its header; the caller sets nlmsg_seq and sends.
 inline constexpr std::size_t kMessageRoom = 8192;
 
-// RTM_NEWTFILTER: create (NLM_F_CREATE|NLM_F_EXCL) when handle is 0, else replace
-// that handle in place (NLM_F_REPLACE).
-nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle);
+// Every change asks for an echo (NLM_F_ECHO): the kernel answers the requester with the
+// filter as it now holds it (its in_hw state among it) before the ack, and leaves the
+// requester out of the multicast copy, so a socket that also listens to RTNLGRP_TC hears
+// only what others do.
+enum class FilterOp : std::uint8_t {
+    Create,   // NLM_F_CREATE|NLM_F_EXCL: at `handle` (0: the kernel picks), which must be free
+    Replace,  // NLM_F_REPLACE: the filter at `handle`, which must exist
+};
+nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op);
 nlmsghdr* put_del_filter(void* buf, const FilterRef& f);
 // RTM_GETTFILTER dump of every chain of the device's clsact ingress.
 nlmsghdr* put_dump_filters(void* buf, int ifindex);
@@ -41,6 +48,27 @@ nlmsghdr* put_dump_filters(void* buf, int ifindex);
 nlmsghdr* put_replace_action(void* buf, const tc::Action& a);
 // RTM_NEWQDISC clsact (an existing one is fine: EEXIST is "done").
 nlmsghdr* put_new_clsact(void* buf, int ifindex);
+
+// What a tc message says about where it is, whatever it is (filter, chain, qdisc).
+struct TcHeader {
+    std::uint16_t type = 0;  // RTM_*
+    std::uint32_t pid = 0, seq = 0;
+    int ifindex = 0;
+    std::uint32_t parent = 0, handle = 0;
+    std::uint16_t prio = 0, protocol = 0;  // host order
+    std::uint32_t chain = 0;
+    std::string kind;  // TCA_KIND: "flower", "clsact", ...
+};
+Result<TcHeader> parse_tc_header(const nlmsghdr* nlh);
+// The parent of filters on a clsact qdisc's ingress.
+bool is_ingress_parent(std::uint32_t parent);
+bool is_clsact_parent(std::uint32_t parent);
+// The in_hw / not_in_hw flags of a flower filter message (an echo), without decoding
+// the rest.
+struct HwFlags {
+    bool in_hw = false, not_in_hw = false;
+};
+HwFlags filter_hw_flags(const nlmsghdr* nlh);
 
 // Decodes one RTM_NEWTFILTER (from a dump or an echo). A message that is not a
 // flower filter on clsact ingress is an error; unknown keys or actions leave

@@ -3,7 +3,8 @@
 // then does what the scenario asks on stdin, one command a line, answering on stdout:
 //
 //   (start)                 READY punt_dev=D punt_ifindex=N, after PASS|FAIL lines on the
-//                           rules PuntPort installed and on adopting them when opened again
+//                           pair's two rules (installed here as the daemon's engine does,
+//                           where missing) and on the pair and its rules surviving a reopen
 //   expect N SECONDS        waits (poll, deadline) for N punted frames and holds them:
 //                           FRAME i len=.. vlan=.. ... hex=.., then GOT n
 //   quiet SECONDS           counts punted frames arriving within the window: QUIET n
@@ -164,9 +165,29 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    // The rules PuntPort installed, as the kernel keeps them.
+    // The pair's rules belong to the program: the daemon's engine installs them. The
+    // probe does what it would, where they are missing.
     const auto back = compile::reinject_vlan_rule(kernel::PuntPort::kInjectDev, uplink, uplink_ifindex);
     const auto sink = expected(kernel::PuntPort::kPuntDev, tc::Drop{});
+    std::uint32_t next_handle = 0x80000000u;
+    for (const auto* want : {&back, &sink}) {
+        auto dump = (*tcnl)->dump(want->dev);
+        if (dump && find(*dump, *want)) continue;
+        if (auto q = (*tcnl)->ensure_clsact(want->dev); !q) {
+            std::printf("FAIL clsact on %s: %s\n", want->dev.c_str(), q.error().c_str());
+            return 1;
+        }
+        program::Change add;
+        add.kind = program::Change::Kind::Add;
+        add.ifindex = static_cast<int>(if_nametoindex(want->dev.c_str()));
+        add.rule = *want;
+        add.handle = next_handle++;
+        const auto r = (*tcnl)->apply({add}).results.at(0);
+        if (r.error || r.lost) {
+            std::printf("FAIL rule on %s: %s (%s)\n", want->dev.c_str(), std::strerror(r.error), r.extack.c_str());
+            return 1;
+        }
+    }
     std::uint32_t handles[2] = {};
     int i = 0;
     for (const auto* want : {&back, &sink}) {
@@ -287,14 +308,18 @@ int main(int argc, char** argv) {
             r.match.vlan_ethtype = tc::kEthIpv4;
             r.match.src_ip = *IpPrefix::parse(src + "/32");
             r.actions = {tc::Pass{}};
-            reconcile::Plan plan;
-            plan.adds = {r};
-            const auto report = (*tcnl)->apply(plan);
+            program::Change add;
+            add.kind = program::Change::Kind::Add;
+            add.ifindex = uplink_ifindex;
+            add.rule = r;
+            add.handle = next_handle++;
+            const auto report = (*tcnl)->apply({add});
+            const std::size_t refused = report.results.at(0).error ? 1 : 0;
             const auto t1 = Clock::now();
             auto ri = p.reinject(got[0].first);
             const auto t2 = Clock::now();
             std::printf("SERVED %s install_us=%.1f reinject_us=%.1f total_us=%.1f refused=%zu%s%s\n",
-                        describe(got[0].first).c_str(), us(t1 - t0), us(t2 - t1), us(t2 - t0), report.refused.size(),
+                        describe(got[0].first).c_str(), us(t1 - t0), us(t2 - t1), us(t2 - t0), refused,
                         ri ? "" : " error=", ri ? "" : ri.error().c_str());
         } else if (cmd == "lost") {
             auto l = p.take_lost();

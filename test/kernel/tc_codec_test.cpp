@@ -32,7 +32,7 @@ tc::Rule forwarding_rule(Family f) {
 
 tc::Installed round_trip(const tc::Rule& r, std::uint32_t handle = 7) {
     std::vector<char> buf(kernel::kMessageRoom);
-    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), r, 2, handle);
+    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), r, 2, handle, kernel::FilterOp::Replace);
     auto got = kernel::parse_filter(nlh);
     REQUIRE(got.ok());
     return *got;
@@ -80,12 +80,17 @@ TEST_CASE("classification, goto, pass and TTL matches round-trip") {
     CHECK(round_trip(d).rule == d);
 }
 
-TEST_CASE("a new rule is created exclusively, and its rewrite decodes to the same fields") {
+TEST_CASE("a new rule is created exclusively at the daemon's handle and echoed; a replace only replaces") {
     auto r = forwarding_rule(Family::V4);
     std::vector<char> buf(kernel::kMessageRoom);
-    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), r, 2, 0);
+    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), r, 2, 0x80000001u, kernel::FilterOp::Create);
     CHECK((nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL)) == (NLM_F_CREATE | NLM_F_EXCL));
+    CHECK((nlh->nlmsg_flags & (NLM_F_ECHO | NLM_F_ACK)) == (NLM_F_ECHO | NLM_F_ACK));
     CHECK(nlh->nlmsg_type == RTM_NEWTFILTER);
+    CHECK(static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh))->tcm_handle == 0x80000001u);
+    nlh = kernel::put_new_filter(buf.data(), r, 2, 0x80000001u, kernel::FilterOp::Replace);
+    CHECK((nlh->nlmsg_flags & NLM_F_REPLACE) != 0);
+    CHECK((nlh->nlmsg_flags & NLM_F_CREATE) == 0);  // a filter that vanished is ENOENT: the daemon adds it again
     auto got = round_trip(r);
     CHECK(std::get<tc::Rewrite>(got.rule.actions[0]).dec_ttl);
     CHECK(*std::get<tc::Rewrite>(got.rule.actions[0]).eth_dst == Mac{2, 0, 0, 0, 1, 2});
@@ -93,7 +98,7 @@ TEST_CASE("a new rule is created exclusively, and its rewrite decodes to the sam
 
 TEST_CASE("a filter dump's chain header (no handle) is reported but is not a rule") {
     std::vector<char> buf(kernel::kMessageRoom);
-    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), forwarding_rule(Family::V4), 2, 0);
+    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), forwarding_rule(Family::V4), 2, 0, kernel::FilterOp::Create);
     auto got = kernel::parse_filter(nlh);
     REQUIRE(got.ok());
     CHECK_FALSE(got->decoded);
@@ -184,4 +189,27 @@ TEST_CASE("mirred ingress redirect (the punt path's way back) round-trips and di
     egress.actions = {tc::Redirect{2, "p0", 0xd9200001, false}};
     CHECK_FALSE(egress == r);
     CHECK_FALSE(std::get<tc::Redirect>(round_trip(egress).rule.actions[0]).ingress);
+}
+
+TEST_CASE("a notification's place is read without decoding the filter") {
+    auto r = forwarding_rule(Family::V4);
+    r.chain = 0x9000;
+    r.prio = 7;
+    std::vector<char> buf(kernel::kMessageRoom);
+    nlmsghdr* nlh = kernel::put_new_filter(buf.data(), r, 5, 0x80000002u, kernel::FilterOp::Create);
+    nlh->nlmsg_pid = 4242;
+    auto h = kernel::parse_tc_header(nlh);
+    REQUIRE(h.ok());
+    CHECK(h->type == RTM_NEWTFILTER);
+    CHECK(h->pid == 4242);
+    CHECK(h->ifindex == 5);
+    CHECK(h->handle == 0x80000002u);
+    CHECK(h->chain == 0x9000);
+    CHECK(h->prio == 7);
+    CHECK(h->protocol == r.protocol);
+    CHECK(h->kind == "flower");
+    CHECK(kernel::is_ingress_parent(h->parent));
+    const auto hw = kernel::filter_hw_flags(nlh);
+    CHECK_FALSE(hw.in_hw);  // what the daemon sends asks for nothing: the kernel's echo says
+    CHECK_FALSE(hw.not_in_hw);
 }

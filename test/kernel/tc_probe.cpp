@@ -141,15 +141,23 @@ int main(int argc, char** argv) {
         return 1;
     }
     int failed = 0;
+    std::uint32_t handle = 0x80000000u;
     for (const auto& [what, rule] : samples) {
-        reconcile::Plan p;
-        p.adds = {rule};
-        const auto report = backend.apply(p);
-        if (!report.refused.empty()) {
-            std::printf("FAIL %s: refused: %s (%s)\n", what.c_str(), std::strerror(report.refused[0].error),
-                        report.refused[0].extack.c_str());
+        program::Change add;
+        add.kind = program::Change::Kind::Add;
+        add.ifindex = ifindex;
+        add.rule = rule;
+        add.handle = handle++;
+        const auto applied = backend.apply({add});
+        const auto& result = applied.results.at(0);
+        if (result.error || result.lost) {
+            std::printf("FAIL %s: refused: %s (%s)\n", what.c_str(), std::strerror(result.error), result.extack.c_str());
             ++failed;
             continue;
+        }
+        if (!result.in_hw && !result.not_in_hw) {
+            std::printf("FAIL %s: the echo said nothing of hardware\n", what.c_str());
+            ++failed;
         }
         auto dump = backend.dump(dev);
         const tc::Installed* found = nullptr;

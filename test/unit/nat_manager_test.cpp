@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <random>
+
 #include "core/nat/nat_manager.hpp"
 
 using namespace dpo;
@@ -69,13 +72,13 @@ TEST_CASE("a filling chunk pulls the next one ahead of need; at the limit new co
     (void)m.take_changed();
     for (std::uint16_t p = 1536; p < 1536 + 512; ++p) m.connection_new({sub, first, p}, 2);
     CHECK_FALSE(m.state(0, "").subscribers[0].commit);  // full and at its limit: drop
-    CHECK(m.take_changed());                             // ... and the rules must say so
+    CHECK(m.take_changed() == std::vector{sub});         // ... and its rule must say so
     CHECK(m.counters().chunk_limit == 1);
     m.connection_end({sub, first, 1600}, 3);
     CHECK(m.state(0, "").subscribers[0].commit);
-    CHECK(m.take_changed());
+    CHECK(m.take_changed() == std::vector{sub});
     m.connection_end({sub, first, 1601}, 3);
-    CHECK_FALSE(m.take_changed());  // it was not full any more: nothing to change
+    CHECK(m.take_changed().empty());  // it was not full any more: nothing to change
 }
 
 TEST_CASE("idle chunks go back; a resync recounts from conntrack and adopts what it finds") {
@@ -112,7 +115,7 @@ TEST_CASE("a subscriber the pool cannot serve gets a drop rule, not a punt per p
     auto r = m.first_packet(ip("10.0.0.3"), 0);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error() == nat::Refusal::PoolEmpty);
-    CHECK(m.take_changed());
+    CHECK(m.take_changed() == std::vector{ip("10.0.0.3")});
     auto s = m.state(1, "x");
     const auto it = std::find_if(s.subscribers.begin(), s.subscribers.end(),
                                  [&](const nat::NatSubscriber& x) { return x.address == ip("10.0.0.3"); });
@@ -122,9 +125,54 @@ TEST_CASE("a subscriber the pool cannot serve gets a drop rule, not a punt per p
     CHECK(m.counters().pool_empty == 1);
     // The chunks go idle at 60 s, then rest 120 s: only then may the starved try again.
     m.tick(60);
-    CHECK_FALSE(m.take_changed());
+    CHECK(m.take_changed() == std::vector{ip("10.0.0.1"), ip("10.0.0.2")});  // their chunks went
     CHECK(m.state(1, "x").subscribers.size() == 1);  // still the drop rule of 10.0.0.3
     m.tick(180);
-    CHECK(m.take_changed());
+    CHECK(m.take_changed() == std::vector{ip("10.0.0.3")});
     CHECK(m.state(1, "x").subscribers.empty());
+}
+
+TEST_CASE("the subscribers said to have changed are every one whose rule input changed") {
+    Nat n = small();
+    n.pool = {*IpPrefix::parse("198.51.100.0/30")};  // 4 addresses, 8 chunks
+    n.max_chunks_per_subscriber = 2;
+    n.chunk_idle_seconds = 5;
+    std::mt19937 rng(3);
+    for (int run = 0; run < 50; ++run) {
+        nat::NatManager m(n);
+        std::map<IpAddress, std::optional<nat::NatSubscriber>> seen;
+        nat::Seconds now = 0;
+        std::vector<nat::Connection> open;
+        for (int step = 0; step < 300; ++step) {
+            const IpAddress sub = IpAddress::v4(0x0a000001u + rng() % 6);
+            const int what = static_cast<int>(rng() % 4);
+            if (what == 0) {
+                (void)m.first_packet(sub, now);
+            } else if (what == 1) {
+                if (auto s = m.subscriber(sub); s && s->commit) {
+                    const nat::Connection c{sub, s->commit->address,
+                                            static_cast<std::uint16_t>(s->commit->first + rng() % 512)};
+                    m.connection_new(c, now);
+                    open.push_back(c);
+                }
+            } else if (what == 2 && !open.empty()) {
+                const auto i = rng() % open.size();
+                m.connection_end(open[i], now);
+                open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
+            } else {
+                now += rng() % 4;
+                m.tick(now);
+            }
+            const auto changed = m.take_changed();
+            for (std::uint32_t a = 0; a < 6; ++a) {
+                const IpAddress x = IpAddress::v4(0x0a000001u + a);
+                const auto s = m.subscriber(x);
+                if (s != seen[x]) {
+                    INFO("run " << run << " step " << step << " subscriber " << x.str());
+                    CHECK(std::find(changed.begin(), changed.end(), x) != changed.end());
+                }
+                seen[x] = s;
+            }
+        }
+    }
 }

@@ -26,7 +26,8 @@ void compile_devices(View& v, KeyOutput& out) {
 // decapsulated (by the kernel's VXLAN socket, or implicitly by the NIC).
 void compile_classify(const ClassifyKey& k, View& v, KeyOutput& out) {
     const Mapping& m = v.mapping();
-    const Interface& i = m.interfaces.at(k.interface);
+    if (k.interface >= m.interfaces.size()) return;  // a reload took it away
+    const Interface& i = m.interfaces[k.interface];
     const auto* vlan = std::get_if<VlanEncap>(&i.encap);
     const IngressDevice* d = v.facts().device(vlan ? IngressDev::Uplink : IngressDev::Vxlan);
     if (!d) return;  // the device's own note says why

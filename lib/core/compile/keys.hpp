@@ -110,10 +110,15 @@ struct Lpm {              // the longest-prefix match for this address in this t
     IpAddress address;
     auto operator<=>(const Lpm&) const = default;
 };
-struct Neighbour {        // the neighbour entry (ifindex, address)
+struct Neighbour {        // the neighbour entry (ifindex, address), its MAC among it
     int ifindex = 0;
     IpAddress address;
     auto operator<=>(const Neighbour&) const = default;
+};
+struct Resolved {         // only whether that neighbour is resolved: a route through a
+    int ifindex = 0;      // gateway jumps to its next hop's chain and needs no MAC
+    IpAddress address;
+    auto operator<=>(const Resolved&) const = default;
 };
 struct Egress {           // the egress facts of the netdev with this ifindex (facts.hpp)
     int ifindex = 0;
@@ -126,7 +131,7 @@ struct Subscriber {       // one NAT subscriber's state
 }  // namespace input
 
 // A prefix key reads its own prefix's best route implicitly: only that key reads it.
-using Input = std::variant<input::LinkAt, input::LinkNamed, input::Local, input::Lpm, input::Neighbour, input::Egress,
-                           input::Subscriber>;
+using Input = std::variant<input::LinkAt, input::LinkNamed, input::Local, input::Lpm, input::Neighbour, input::Resolved,
+                           input::Egress, input::Subscriber>;
 
 }  // namespace dpo::compile

@@ -75,7 +75,7 @@ void compile_prefix(const PrefixKey& k, View& v, KeyOutput& out) {
         nh = &rt->nexthops.front();
         port = v.egress(nh->ifindex);
         if (!port) left = v.why_no_egress(nh->ifindex);
-        else if (nh->gateway && !(gateway = v.resolved(nh->ifindex, *nh->gateway)))
+        else if (nh->gateway && !(gateway = v.resolved_gateway(nh->ifindex, *nh->gateway)))
             left = "gateway " + nh->gateway->str() + " unresolved";
     }
     std::optional<std::uint32_t> id;  // the next hop's, taken when first needed

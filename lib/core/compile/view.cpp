@@ -40,6 +40,12 @@ const Neighbour* View::resolved(int ifindex, const IpAddress& a) {
     return n && n->state == NeighbourState::Resolved && n->mac ? n : nullptr;
 }
 
+const Neighbour* View::resolved_gateway(int ifindex, const IpAddress& a) {
+    record(input::Resolved{ifindex, a});
+    const Neighbour* n = k_.neighbour(ifindex, a);
+    return n && n->state == NeighbourState::Resolved && n->mac ? n : nullptr;
+}
+
 const EgressPort* View::egress(int ifindex) {
     record(input::Egress{ifindex});
     const auto it = facts_.egress.find(ifindex);

@@ -62,6 +62,10 @@ public:
     const Neighbour* neighbour(int ifindex, const IpAddress& a);
     // Resolved (with a MAC) or nothing.
     const Neighbour* resolved(int ifindex, const IpAddress& a);
+    // The same, for a key that depends only on whether it is resolved: a gateway's new
+    // MAC does not recompile the routes through it. Its MAC may be read only to name a
+    // next hop that gets its id now (the signature of adjacency()), never into a rule.
+    const Neighbour* resolved_gateway(int ifindex, const IpAddress& a);
     const EgressPort* egress(int ifindex);
     // Why the netdev with this ifindex is no egress of the fast path.
     std::string why_no_egress(int ifindex);

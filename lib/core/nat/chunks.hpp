@@ -32,6 +32,7 @@ using ChunkId = std::uint32_t;
 struct ChunkPorts {
     IpAddress address;
     std::uint16_t first = 0, last = 0;
+    bool operator==(const ChunkPorts&) const = default;
 };
 
 enum class Refusal : std::uint8_t { ChunkLimit, PoolEmpty };

@@ -29,17 +29,13 @@ Result<ChunkId, Refusal> NatManager::first_packet(const IpAddress& subscriber, S
 
 Result<ChunkId, Refusal> NatManager::pull(const IpAddress& subscriber, Seconds now) {
     auto pulled = table_.pull(subscriber, now);
-    if (!pulled) {
-        if (pulled.error() == Refusal::ChunkLimit) {
-            ++counters_.chunk_limit;
-        } else {
-            ++counters_.pool_empty;
-            if (table_.chunks_of(subscriber).empty() &&
-                std::find(starved_.begin(), starved_.end(), subscriber) == starved_.end()) {
-                starved_.push_back(subscriber);
-                changed_ = true;
-            }
-        }
+    if (pulled) {
+        changed(subscriber);  // a new newest chunk: its rule commits there now
+    } else if (pulled.error() == Refusal::ChunkLimit) {
+        ++counters_.chunk_limit;
+    } else {
+        ++counters_.pool_empty;
+        if (table_.chunks_of(subscriber).empty() && starved_.insert(subscriber).second) changed(subscriber);
     }
     return pulled;
 }
@@ -66,7 +62,7 @@ void NatManager::connection_new(const Connection& c, Seconds now) {
     if (commit_chunk(c.subscriber) != id || table_.connections(*id) != config_.chunk_size) return;
     // The chunk new connections go into just filled: the next one, or, at the
     // subscriber's limit, its new connections are dropped from now on.
-    if (!pull(c.subscriber, now)) changed_ = true;
+    if (!pull(c.subscriber, now)) changed(c.subscriber);
 }
 
 void NatManager::connection_end(const Connection& c, Seconds now) {
@@ -75,25 +71,30 @@ void NatManager::connection_end(const Connection& c, Seconds now) {
     const bool was_full = table_.connections(*id) >= config_.chunk_size;
     table_.connection_closed(*id, now);
     // A full newest chunk that frees a port lifts the drop.
-    if (was_full && commit_chunk(c.subscriber) == id) changed_ = true;
+    if (was_full && commit_chunk(c.subscriber) == id) changed(c.subscriber);
 }
 
-bool NatManager::take_changed() {
-    const bool c = changed_;
-    changed_ = false;
-    return c;
+std::vector<IpAddress> NatManager::take_changed() {
+    std::vector<IpAddress> out(changed_.begin(), changed_.end());
+    changed_.clear();
+    return out;
 }
 
 void NatManager::resync(const std::vector<Connection>& live, Seconds now) {
     // Held chunks stay held (a chunk released here would skip its log line and its
-    // idle time); only the counts start again from what the kernel holds now.
+    // idle time); only the counts start again from what the kernel holds now. Counts
+    // decide who is full: every subscriber may have changed (only after an overrun).
     table_.reset_connections(now);
+    table_.for_each_subscriber([&](const IpAddress& a) { changed(a); });
     for (const Connection& c : live) {
         const auto id = table_.chunk_at(c.public_address, c.public_port);
         if (!id) continue;  // not a translation into our pool
-        if (table_.holder(*id) != c.subscriber && !table_.adopt(c.subscriber, *id, now)) {
-            ++counters_.unknown_port;
-            continue;
+        if (table_.holder(*id) != c.subscriber) {
+            if (!table_.adopt(c.subscriber, *id, now)) {
+                ++counters_.unknown_port;
+                continue;
+            }
+            changed(c.subscriber);
         }
         table_.connection_opened(*id);
     }
@@ -103,28 +104,41 @@ void NatManager::tick(Seconds now) {
     // release_idle's events stay queued for take_events(); a released chunk (now in
     // quarantine) may let the starved try again once it is back.
     const std::size_t free_before = table_.chunks_free();
-    (void)table_.release_idle(now);
+    for (const auto& e : table_.release_idle(now)) changed(e.subscriber);
     if (!starved_.empty() && table_.chunks_free() > free_before) {
+        for (const auto& a : starved_) changed(a);
         starved_.clear();
-        changed_ = true;
     }
+}
+
+std::optional<NatSubscriber> NatManager::subscriber(const IpAddress& sub) const {
+    const auto chunks = table_.chunks_of(sub);
+    if (chunks.empty()) {
+        if (starved_.count(sub)) return NatSubscriber{sub, std::nullopt, Refusal::PoolEmpty};
+        return std::nullopt;
+    }
+    NatSubscriber n{sub, std::nullopt};
+    const ChunkId newest = chunks.back();
+    // A full newest chunk with no room for another: new connections are dropped.
+    const bool full = table_.connections(newest) >= config_.chunk_size && chunks.size() >= config_.max_chunks_per_subscriber;
+    if (!full) n.commit = table_.ports(newest);
+    return n;
+}
+
+std::vector<IpAddress> NatManager::subscribers() const {
+    std::vector<IpAddress> out;
+    table_.for_each_subscriber([&](const IpAddress& a) { out.push_back(a); });
+    for (const auto& a : starved_)
+        if (table_.chunks_of(a).empty()) out.push_back(a);
+    return out;
 }
 
 NatState NatManager::state(int punt_ifindex, const std::string& punt_dev) const {
     NatState s;
     s.punt_ifindex = punt_ifindex;
     s.punt_dev = punt_dev;
-    table_.for_each_subscriber([&](const IpAddress& sub) {
-        NatSubscriber n{sub, std::nullopt};
-        const auto chunks = table_.chunks_of(sub);
-        const ChunkId newest = chunks.back();
-        // A full newest chunk with no room for another: new connections are dropped.
-        const bool full = table_.connections(newest) >= config_.chunk_size &&
-                          chunks.size() >= config_.max_chunks_per_subscriber;
-        if (!full) n.commit = table_.ports(newest);
-        s.subscribers.push_back(n);
-    });
-    for (const IpAddress& sub : starved_) s.subscribers.push_back({sub, std::nullopt, Refusal::PoolEmpty});
+    for (const auto& a : subscribers())
+        if (auto n = subscriber(a)) s.subscribers.push_back(*n);
     return s;
 }
 

@@ -2,11 +2,14 @@
 #pragma once
 // The daemon's NAT decisions, pure: which subscriber gets which chunk when, which
 // chunk new connections are committed into, when chunks go idle. Fed with first
-// packets (from the punt path), conntrack events and the time; read back as the
-// compiler's NatState and as chunk events for the log. No I/O here.
+// packets (from the punt path), conntrack events and the time; read back, one
+// subscriber at a time, by the compiler (through nat::NatView) and as chunk events for
+// the log. It says which subscribers changed, so that only their rules are compiled
+// again. No I/O here.
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,10 +48,14 @@ public:
     // Releases idle chunks (call about once a second).
     void tick(Seconds now);
 
+    // What the compiler reads of one subscriber: the chunk its new connections go into,
+    // or why they are dropped; nothing for an address that is no subscriber.
+    std::optional<NatSubscriber> subscriber(const IpAddress& a) const;
+    std::vector<IpAddress> subscribers() const;
+    // The whole state at once (tests, --show's comparison).
     NatState state(int punt_ifindex, const std::string& punt_dev) const;
-    // Whether state() changed for a reason other than a chunk event (a subscriber at
-    // its limit filled or freed its last chunk) since the last call.
-    bool take_changed();
+    // The subscribers whose subscriber() may have changed since the last call.
+    std::vector<IpAddress> take_changed();
     std::vector<ChunkEvent> take_events() { return table_.take_events(); }
     const ChunkTable& table() const { return table_; }
 
@@ -65,13 +72,15 @@ private:
     // The chunk new connections of `subscriber` go into: its newest.
     std::optional<ChunkId> commit_chunk(const IpAddress& subscriber) const;
 
+    void changed(const IpAddress& a) { changed_.insert(a); }
+
     Nat config_;
     ChunkTable table_;
     Counters counters_;
-    bool changed_ = false;
+    std::set<IpAddress> changed_;
     // Subscribers refused for want of a chunk: their new connections are dropped by a
     // rule instead of being punted one by one, until a chunk goes back to the pool.
-    std::vector<IpAddress> starved_;
+    std::set<IpAddress> starved_;
 };
 
 }  // namespace dpo::nat

@@ -1,44 +1,86 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #pragma once
-// What the reconciler needs from the kernel's tc, as an interface: the netlink
-// implementation lives in lib/kernel, tests inject a fake.
+// The one writer of tc, as an interface: the engine (core/engine) says which filters to
+// add, replace or delete, at handles it chose, and learns what the kernel did from the
+// answer to each change (the echo of the filter, with its in_hw state, and the ack),
+// never from a dump. Between changes the writer also hears what others do to tc (a
+// filter of ours deleted or replaced, our clsact qdisc deleted) and hands it over in
+// the order it happened. The netlink implementation is lib/kernel/tc_netlink; tests
+// inject a fake kernel.
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "core/reconcile/plan.hpp"
 #include "core/result.hpp"
 #include "core/tc/rule.hpp"
 
 namespace dpo::program {
 
-// One refused change: which rule, the errno and the kernel's extack message.
-struct Refusal {
-    std::string rule;  // the rule's key
-    int error = 0;
-    std::string extack;
+// One change to one filter.
+struct Change {
+    enum class Kind : std::uint8_t {
+        Add,            // create at `handle` (it must be free)
+        Replace,        // replace the filter at `handle` in place (it must exist)
+        Delete,         // delete the filter at `handle` (`rule` gives its place only)
+        ReplaceAction,  // change the shared action `action` (by its index) for every holder
+    };
+    Kind kind = Kind::Add;
+    int ifindex = 0;
+    tc::Rule rule;
+    std::uint32_t handle = 0;
+    tc::Action action;  // ReplaceAction
 };
 
-struct ApplyReport {
-    std::size_t sent = 0;     // filter messages sent to the kernel
-    std::size_t done = 0;
-    std::vector<Refusal> refused;
-    // Messages whose ack never came (the receive buffer overran): their outcome is
-    // unknown until the next dump.
-    std::size_t lost = 0;
+// What the kernel answered to one change.
+struct ChangeResult {
+    int error = 0;          // 0, or the errno of the refusal
+    std::string extack;     // the kernel's reason, when it gave one
+    bool lost = false;      // no answer came (a receive overrun): the outcome is unknown
+    bool in_hw = false;     // from the echo of an added or replaced filter
+    bool not_in_hw = false;
+};
+
+// What another process did to tc on a device, as a notification said.
+struct TcEvent {
+    enum class Kind : std::uint8_t {
+        FilterChanged,  // a filter added or replaced (`filter` as decoded)
+        FilterDeleted,  // the filter at `handle`
+        PrioDeleted,    // every filter of (chain, prio, protocol): a whole priority or chain went
+        QdiscDeleted,   // the clsact qdisc, and every filter with it
+    };
+    Kind kind = Kind::FilterChanged;
+    int ifindex = 0;
+    std::uint32_t chain = 0;
+    std::uint16_t prio = 0;
+    std::uint16_t protocol = 0;
+    std::uint32_t handle = 0;
+    std::optional<tc::Installed> filter;
+};
+
+// The answers to a batch of changes, with what others did meanwhile: `events[i]`
+// happened after the first `after[i]` changes were answered.
+struct Applied {
+    std::vector<ChangeResult> results;  // one per change, in order
+    std::vector<TcEvent> events;
+    std::vector<std::size_t> after;
+    bool overrun = false;  // notifications were lost (ENOBUFS): only an audit can tell what changed
 };
 
 class Backend {
 public:
     virtual ~Backend() = default;
-    // Every filter of the device's clsact ingress, ours or not.
+    // Sends the changes in batches, in order; a refusal does not stop the rest.
+    virtual Applied apply(const std::vector<Change>& changes) = 0;
+    // What others did since the last call, without waiting.
+    virtual Applied poll_events() = 0;
+    // Readable when notifications wait; -1 when the backend has none to offer.
+    virtual int event_fd() const = 0;
+    // Every filter of the device's clsact ingress, ours or not (an audit).
     virtual Result<std::vector<tc::Installed>> dump(const std::string& dev) = 0;
     // The clsact qdisc the rules hang on; an existing one is fine.
     virtual Result<Done> ensure_clsact(const std::string& dev) = 0;
-    // Sends the plan in batches, deletes first; a refusal does not stop the rest.
-    virtual ApplyReport apply(const reconcile::Plan& plan) = 0;
-    // Changes shared actions (by their index) in place, for every rule holding them.
-    virtual ApplyReport replace_actions(const std::vector<tc::Action>& actions) = 0;
 };
 
 }  // namespace dpo::program

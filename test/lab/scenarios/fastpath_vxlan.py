@@ -54,7 +54,7 @@ STRANGER = "203.0.113.66"     # sends what nobody asked for
 START_TIMEOUT = 20.0          # daemon start to its first `reconciled` line (TCG is slow)
 FIRST_TIMEOUT = 5.0           # a first packet: punted, chunk pulled, rule installed, put back
 NOTHING_WINDOW = 1.0
-DEVICES = ("p0", "vxlan0", "dpo-inject")
+DEVICES = ("p0", "vxlan0", "dpo-inject", "dpo-punt")  # the punt pair's rules are the program's too
 
 
 # ---------------------------------------------------------------- tc

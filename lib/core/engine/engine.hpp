@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#pragma once
+// The incremental engine: every event costs what it changes.
+//
+//   watch    typed events (a link, an address, a route, a neighbour, a subscriber, what
+//            another process did to tc) go in through the methods below and only mark
+//            what they touch: the model is updated in place, the keys that read what
+//            changed (watchers.hpp) are queued.
+//   compile  flush() recompiles the queued keys (compile/keys.hpp) and compares each
+//            rule's content hash with what the kernel has.
+//   program  the differences go to the one tc writer (program/backend.hpp) at handles
+//            the engine chose; its answers (echo and ack) update the installed set. No
+//            dump: the engine knows where its rules are and what they hold.
+//
+// Two lanes. The urgent lane (a NAT subscriber's first packet) is served whole at the
+// next flush, before anything else. The bulk lane (routes, neighbours, links, chunk
+// releases, retries, foreign changes) waits until changes stop for `quiet` (or for
+// `max_delay` since the first), then goes in slices of at most `slice_keys` keys, so a
+// first packet is served between slices of a burst.
+//
+// Audits (full dumps) happen only at start, after a notification overrun, when one of
+// the devices appears again, on reload, on request and periodically (jittered): drift
+// is counted and repaired like any other change. The engine is pure: it does no I/O but
+// through the backend, and reads no clock (the caller passes the time).
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <queue>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/compile/adjacency.hpp"
+#include "core/compile/compiler.hpp"
+#include "core/compile/facts.hpp"
+#include "core/compile/keys.hpp"
+#include "core/compile/pipeline.hpp"
+#include "core/compile/view.hpp"
+#include "core/engine/watchers.hpp"
+#include "core/mapping.hpp"
+#include "core/model/kernel_model.hpp"
+#include "core/nat/state.hpp"
+#include "core/program/backend.hpp"
+#include "core/program/verdict.hpp"
+#include "core/tc/hash.hpp"
+
+namespace dpo::engine {
+
+using Time = std::chrono::steady_clock::time_point;
+using std::chrono::milliseconds;
+
+struct Options {
+    milliseconds quiet{5};          // the bulk lane waits for changes to stop this long...
+    milliseconds max_delay{100};    // ...but never longer than this after the first
+    std::size_t slice_keys = 4096;  // keys per bulk slice
+    std::size_t slice_changes = 2048;  // kernel changes per bulk slice (a slice ends at the first key past it)
+    milliseconds retry_first{200};  // a retryable refusal is tried again after this, doubling...
+    milliseconds retry_max{30000};  // ...up to this
+    std::chrono::seconds audit_every{600};  // periodic audit; 0: none
+    double audit_jitter = 0.2;      // +- this fraction, so a fleet does not dump in step
+    std::uint64_t seed = 1;         // for the jitter
+    tc::HashKey hash_key = tc::kDefaultHashKey;
+};
+
+// One permanent refusal, reported once (until the rule's content changes).
+struct Refusal {
+    std::string rule;  // the rule's key, as text
+    int error = 0;
+    std::string extack;
+};
+
+// What one flush did.
+struct Pass {
+    bool start = false;    // the first pass: everything compiled, strays swept
+    bool urgent = false;   // the urgent lane
+    bool audit = false;    // an audit ran (devices dumped)
+    std::string audit_reason;
+    std::size_t keys = 0;  // keys compiled
+    std::size_t added = 0, replaced = 0, deleted = 0, repointed = 0;
+    std::size_t messages = 0;  // changes sent to the kernel
+    std::size_t retried = 0;   // changes that met a passing refusal (tried again later)
+    std::size_t lost = 0;      // changes without an answer (an audit follows)
+    std::size_t dumps = 0;     // device dumps
+    std::size_t drift = 0;     // what the audit found different from the installed set
+    std::size_t restored = 0;  // rules others deleted or changed, put back in this pass
+    std::vector<Refusal> refused;  // new permanent refusals
+    std::vector<std::string> problems;  // I/O failures (a dump, a clsact qdisc)
+    bool did_work() const { return start || audit || keys || messages; }
+};
+
+struct Counts {
+    std::size_t rules = 0;      // desired
+    std::size_t installed = 0;  // ours, as the kernel has them
+    std::size_t in_hw = 0, not_in_hw = 0;
+    std::size_t refused = 0;    // desired but refused by the kernel
+    std::size_t keys = 0;
+    std::size_t watchers = 0;   // reverse-index edges
+    std::size_t adjacencies = 0;
+    std::size_t queued = 0;     // keys waiting
+};
+
+class Engine {
+public:
+    Engine(Mapping m, program::Backend& tc, Options o = {});
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // ---- inputs: each records what changed; flush() does the work
+    // The first snapshot. The next flush audits (adopting the rules a previous run left),
+    // compiles every key and sweeps what nobody claimed.
+    void start(const KernelState& snapshot, Time now);
+    void kernel(const model::Event& e, Time now);
+    // After an overrun: the model is replaced by a fresh snapshot, the differences go
+    // in as changes.
+    void kernel_resync(const KernelState& snapshot, Time now);
+    // The NAT stage started (or its punt device changed), or stopped (nullptr). The
+    // view must live until the next call.
+    void nat_stage(const nat::NatView* nat, Time now);
+    // Subscribers whose NAT state changed. `urgent`: a first packet waits for them.
+    void subscribers(const std::vector<IpAddress>& changed, bool urgent, Time now);
+    // What other processes did to tc (read while idle).
+    void tc_events(const program::Applied& a, Time now);
+    void reload(Mapping m, Time now);
+    void request_audit(std::string reason);
+
+    // ---- work
+    // The start pass, or the urgent lane whole, else a due audit, else one bulk slice.
+    Pass flush(Time now);
+    // When flush() has something to do next; nothing: only an input can give it work.
+    std::optional<Time> next_due(Time now) const;
+
+    // ---- what it holds
+    const model::KernelModel& model() const { return model_; }
+    const Mapping& mapping() const { return mapping_; }
+    const compile::Adjacencies& adjacencies() const { return adjacencies_; }
+    const compile::Facts& facts() const { return facts_; }
+    // Identity -> content hash of every rule it wants (the property tests' view).
+    std::map<tc::Identity, std::uint64_t> desired() const;
+    std::vector<std::string> notes() const;
+    // Whether every rule of the key is installed as wanted.
+    bool in_step(const compile::Key& k) const;
+    Counts counts() const;
+    // The devices the engine keeps rules on, now.
+    std::vector<std::string> devices() const;
+
+private:
+    static constexpr KeyId kNoKey = 0xffffffffu;
+    static constexpr KeyId kFactsKey = 0xfffffffeu;  // the egress facts, as a reader of inputs
+    // Handles the daemon gives: above every handle the kernel picks (it counts up from 1).
+    static constexpr std::uint32_t kHandleBase = 0x80000000u;
+
+    struct RuleState {
+        KeyId owner = kNoKey;
+        bool wanted = false;
+        std::uint64_t want = 0;        // content hash wanted
+        bool installed = false;
+        int ifindex = 0;
+        std::uint32_t handle = 0;
+        std::uint64_t have = 0;        // content hash installed (0: not ours, or not understood)
+        bool in_hw = false, not_in_hw = false;
+        bool refused = false;          // `refused_hash` was refused for good
+        std::uint64_t refused_hash = 0;
+        bool deferred = false;         // its device has no ifindex yet
+    };
+    using RuleMap = std::unordered_map<tc::Identity, RuleState, tc::IdentityHash>;
+
+    struct KeyState {
+        compile::Key key;
+        std::vector<compile::Input> inputs;
+        std::vector<compile::AdjacencyKey> uses;
+        std::vector<const tc::Identity*> rules;
+        std::vector<std::string> notes;
+        bool alive = true;
+        bool queued = false;
+        bool urgent = false;
+        std::uint8_t attempts = 0;
+    };
+
+    // What a flush sends.
+    // Identities by value: an entry may go between the compile and the send (a key
+    // compiled twice in one pass takes back what it made).
+    struct Outgoing {
+        std::vector<tc::Rule> sends;  // add or replace
+        std::vector<tc::Identity> deletes;
+        std::vector<program::Change> strays;  // owned filters nobody wants, found by an audit
+        std::size_t size() const { return sends.size() + deletes.size() + strays.size(); }
+    };
+
+    // Keys and queues.
+    KeyId ensure(const compile::Key& k);
+    void dirty(KeyId id, Time now, bool urgent = false);
+    void dirty_watchers(const compile::Input& in, Time now);
+    void dirty_all(Time now);
+    bool exists(const compile::Key& k) const;
+    void compile_one(KeyId id, Outgoing& out);
+    void retire(KeyId id);
+    void finish_adjacencies(Outgoing& out);
+
+    // Model changes.
+    void on_change(const model::Change& c, Time now);
+    void refresh_facts(Time now);
+
+    // tc.
+    Pass start_pass(Time now);
+    void audit(Pass& p, bool at_start);
+    void send(Outgoing& out, Pass& p, Time now);
+    void apply_result(const program::Change& c, const tc::Identity* id, const program::ChangeResult& r, Pass& p,
+                      Time now);
+    void apply_event(const program::TcEvent& e, Pass& p, Time now);
+    void lose_installed(RuleState& st, const tc::Identity& id, Time now, Pass* p);
+    void forget_device(int ifindex, Time now);
+    void schedule_retry(KeyId id, Time now);
+    int ifindex_of(const std::string& dev) const;
+    std::vector<std::string> device_names() const;
+    void erase_if_unused(RuleMap::iterator it);
+    void count_installed(const RuleState& st, int sign);
+    std::uint32_t next_handle(int ifindex);
+    void schedule_audit(Time now);
+    void audit_device(const std::string& dev, const std::string& reason);
+    tc::Rule place_of(const tc::Identity& id) const;
+
+    Mapping mapping_;
+    program::Backend& tc_;
+    Options options_;
+    model::KernelModel model_;
+    compile::Facts facts_;
+    std::vector<compile::Input> facts_inputs_;
+    bool facts_dirty_ = true;
+    const nat::NatView* nat_ = nullptr;
+    compile::Adjacencies adjacencies_{compile::kMaxAdjacencies};
+    std::map<compile::AdjacencyKey, std::uint32_t> adjacency_refs_;
+    std::set<compile::AdjacencyKey> adjacency_check_;  // refs moved this flush
+
+    std::vector<KeyState> keys_;
+    std::unordered_map<compile::Key, KeyId, compile::KeyHash> key_ids_;
+    std::vector<KeyId> free_ids_;
+    Watchers watchers_;
+    std::deque<KeyId> bulk_, urgent_;
+    Time first_pending_{}, last_change_{};
+    using Retry = std::pair<Time, KeyId>;
+    std::priority_queue<Retry, std::vector<Retry>, std::greater<>> retries_;
+
+    RuleMap rules_;
+    std::unordered_map<std::uint64_t, const tc::Identity*> by_handle_;  // (ifindex << 32 | handle)
+    std::unordered_map<int, std::uint32_t> next_handle_;
+    std::unordered_map<int, bool> clsact_ok_;
+    std::unordered_map<std::uint32_t, tc::Redirect> shared_;  // shared redirect index -> as the kernel has it
+    std::unordered_map<tc::Identity, Refusal, tc::IdentityHash> refusals_;
+    std::set<std::string> waiting_devices_;  // rules wait for these devices to appear
+    std::vector<program::Change> stray_;     // owned filters an audit found that nobody wants
+    std::vector<tc::Identity> retry_deletes_;  // deletes the kernel was too busy for, or lost
+    bool deletes_due_ = false;
+    std::size_t wanted_ = 0, installed_ = 0, in_hw_ = 0, not_in_hw_ = 0, refused_ = 0;
+
+    bool start_pending_ = false;
+    bool started_ = false;
+    std::string audit_reason_;
+    bool audit_all_ = false;
+    std::set<std::string> audit_devices_;  // an audit of these only (unless audit_all_)
+    Time next_audit_{};
+    std::mt19937_64 rng_;
+
+    // Scratch, reused by every compile.
+    compile::Reads reads_;
+    compile::KeyOutput out_;
+};
+
+}  // namespace dpo::engine
