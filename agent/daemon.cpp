@@ -64,6 +64,7 @@ public:
                 const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
                 timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
             }
+            if (rtnl_more_) timeout = 0;  // events are waiting still: read them after a look around
             NatRuntime* nat = nat_.get();
             pollfd fds[6] = {{sfd, POLLIN, 0},
                              {watcher_.fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
@@ -77,16 +78,18 @@ public:
                 return kExitFailure;
             }
             const auto now2 = Clock::now();
-            if (fds[1].revents && !kernel_events(now2)) return kExitFailure;
+            // First packets first: they are served (urgent lane) before anything else is read.
+            if (nat && fds[3].revents) {
+                const auto changed = nat->on_punt();
+                engine_.subscribers(changed, true, now2);
+                if (!changed.empty()) flush(now2);
+                // Nothing new to install (a second packet of a subscriber whose rule
+                // is in, or on its way): its frames go back now or never.
+                else if (nat->waiting()) reinject();
+            }
+            if ((fds[1].revents || rtnl_more_) && !kernel_events(now2)) return kExitFailure;
             if (fds[2].revents) engine_.tc_events(tc_.poll_events(), now2);
             if (nat && nat_.get() == nat) {
-                if (fds[3].revents) {
-                    const auto changed = nat->on_punt();
-                    engine_.subscribers(changed, true, now2);
-                    // Nothing new to install (a second packet of a subscriber whose rule
-                    // is in, or on its way): its frames go back now or never.
-                    if (changed.empty() && nat->waiting()) reinject();
-                }
                 if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
                 if (fds[5].revents) engine_.subscribers(nat->on_timer(), false, now2);
             }
@@ -120,6 +123,7 @@ private:
             log::error("events-failed", {{"reason", p.error()}});
             return false;
         }
+        rtnl_more_ = p->more;
         if (p->resync) {
             log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
             engine_.kernel_resync(*p->resync, now);
@@ -250,6 +254,7 @@ private:
     engine::Engine engine_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
+    bool rtnl_more_ = false;
 };
 
 }  // namespace

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "rtnl_watcher.hpp"
 
+#include <linux/rtnetlink.h>
 #include <netlink/cache.h>
 #include <netlink/errno.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
+#include <netlink/object.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
+#include <string_view>
 
 #include "rtnl_snapshot.hpp"
 
@@ -56,21 +62,57 @@ void RtnlWatcher::stop() {
 
 int RtnlWatcher::fd() const { return nl_cache_mngr_get_fd(mngr_); }
 
-Result<RtnlWatcher::Progress> RtnlWatcher::process() {
+Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget) {
+    // The cache manager's own reader (nl_cache_mngr_data_ready) reads until the socket
+    // is empty: a burst of 10,000 route changes would hold the daemon for all of them
+    // before a first packet is served. This reads at most `budget` messages, each parsed
+    // and merged into its cache exactly as the manager does (nl_msg_parse, then
+    // nl_cache_include with the same change callback); the rest waits for the next call.
     Progress p;
-    const int n = nl_cache_mngr_data_ready(mngr_);
-    if (n == -NLE_NOMEM || n == -NLE_DUMP_INTR || n == -NLE_MSG_OVERFLOW) {
-        // The kernel dropped events (libnl reports ENOBUFS as NLE_NOMEM): start over.
-        stop();
-        events_.clear();
-        if (auto s = start(); !s) return fail("resync after overrun: " + s.error());
-        p.resync = state();
-        return p;
+    const int fd = nl_cache_mngr_get_fd(mngr_);
+    std::size_t taken = 0;
+    while (taken < budget) {
+        const ssize_t n = recv(fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == ENOBUFS) {
+                // The kernel dropped events: start over from a dump.
+                stop();
+                events_.clear();
+                if (auto s = start(); !s) return fail("resync after overrun: " + s.error());
+                p.resync = state();
+                return p;
+            }
+            return fail(std::string("rtnetlink events: ") + std::strerror(errno));
+        }
+        int len = static_cast<int>(n);
+        for (auto* nlh = reinterpret_cast<nlmsghdr*>(rx_.data()); NLMSG_OK(nlh, static_cast<unsigned>(len));
+             nlh = NLMSG_NEXT(nlh, len)) {
+            ++taken;
+            if (nlh->nlmsg_type < RTM_BASE) continue;  // NLMSG_NOOP, _ERROR, _DONE, _OVERRUN
+            nl_msg* msg = nlmsg_convert(nlh);
+            if (!msg) continue;
+            nlmsg_set_proto(msg, NETLINK_ROUTE);
+            nl_msg_parse(msg, &RtnlWatcher::include, this);
+            nlmsg_free(msg);
+        }
     }
-    if (n < 0) return fail(std::string("rtnetlink events: ") + nl_geterror(n));
+    p.more = taken >= budget;
     p.events = std::move(events_);
     events_.clear();
     return p;
+}
+
+void RtnlWatcher::include(nl_object* o, void* self) {
+    auto* w = static_cast<RtnlWatcher*>(self);
+    const std::string_view type = nl_object_get_type(o);
+    nl_cache* cache = type == "route/link"    ? w->links_
+                      : type == "route/addr"  ? w->addrs_
+                      : type == "route/route" ? w->routes_
+                      : type == "route/neigh" ? w->neigh_
+                                              : nullptr;
+    if (cache) nl_cache_include(cache, o, on_change, &w->events_);
 }
 
 KernelState RtnlWatcher::state() const { return state_from_caches(links_, addrs_, routes_, neigh_); }

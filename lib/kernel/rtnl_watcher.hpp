@@ -17,6 +17,7 @@
 
 struct nl_cache_mngr;
 struct nl_cache;
+struct nl_object;
 
 namespace dpo::kernel {
 
@@ -32,9 +33,11 @@ public:
     struct Progress {
         std::vector<model::Event> events;   // in the order they happened
         std::optional<KernelState> resync;  // an overrun: everything, dumped again
+        bool more = false;                  // the budget ran out: more may be waiting
     };
-    // Reads whatever is pending without blocking.
-    Result<Progress> process();
+    // Reads what is pending, at most about `budget` messages, without blocking.
+    static constexpr std::size_t kDefaultBudget = 2048;
+    Result<Progress> process(std::size_t budget = kDefaultBudget);
 
     // The whole state the caches hold (at start).
     KernelState state() const;
@@ -49,7 +52,10 @@ private:
     nl_cache* addrs_ = nullptr;
     nl_cache* routes_ = nullptr;
     nl_cache* neigh_ = nullptr;
+    static void include(nl_object* o, void* self);
+
     std::vector<model::Event> events_;  // filled by the caches' change callback
+    std::vector<char> rx_ = std::vector<char>(64 * 1024);
     int receive_buffer_;
 };
 

@@ -677,6 +677,12 @@ TEST_CASE("engine: random event sequences always end where the full compile says
                           << "\n  before it:" << history);
             INFO("engine vs full compile:\n" << diff(want, got));
             REQUIRE(got == want);
+            {
+                compile::Adjacencies ids = e.adjacencies();
+                const nat::NatState ns = w.nat.state();
+                const auto notes = compile::compile(m, w.k, w.nat_on ? &ns : nullptr, &ids).notes;
+                REQUIRE(e.notes() == notes);  // what is left to the kernel, and why, as well
+            }
             const auto kernel = installed(w);
             INFO("kernel vs engine:\n" << diff(got, kernel));
             INFO("engine: rules " << e.counts().rules << " installed " << e.counts().installed << " refused "

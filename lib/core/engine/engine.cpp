@@ -105,6 +105,7 @@ bool Engine::exists(const compile::Key& key) const {
 }
 
 void Engine::retire(KeyId id) {
+    notes_.erase(id);
     KeyState& k = keys_[id];
     for (const auto& in : k.inputs) watchers_.remove(in, id);
     key_ids_.erase(k.key);
@@ -143,7 +144,8 @@ void Engine::compile_one(KeyId id, Outgoing& out) {
             adjacency_check_.insert(a);
         }
     ks.uses = reads_.uses;
-    ks.notes = std::move(out_.notes);
+    if (out_.notes.empty()) notes_.erase(id);
+    else notes_[id] = std::move(out_.notes);
     out_.notes = {};
 
     std::vector<const tc::Identity*> now_rules;
@@ -533,7 +535,7 @@ Pass Engine::start_pass(Time now) {
         if (!keys_[id].alive || std::holds_alternative<compile::AdjacencyKey>(keys_[id].key)) continue;
         compile_one(id, out);
         ++p.keys;
-        if (cold && out.size() >= options_.slice_changes) {
+        if (cold && out.size() >= options_.start_slice_changes) {
             finish_adjacencies(out);
             send(out, p, now);
             out = Outgoing{};
@@ -912,8 +914,7 @@ std::map<tc::Identity, std::uint64_t> Engine::desired() const {
 
 std::vector<std::string> Engine::notes() const {
     std::vector<std::string> out;
-    for (const auto& k : keys_)
-        if (k.alive) out.insert(out.end(), k.notes.begin(), k.notes.end());
+    for (const auto& [_, n] : notes_) out.insert(out.end(), n.begin(), n.end());
     dedupe(out);
     return out;
 }

@@ -58,8 +58,10 @@ using std::chrono::milliseconds;
 struct Options {
     milliseconds quiet{5};          // the bulk lane waits for changes to stop this long...
     milliseconds max_delay{100};    // ...but never longer than this after the first
-    std::size_t slice_keys = 4096;  // keys per bulk slice
-    std::size_t slice_changes = 2048;  // kernel changes per bulk slice (a slice ends at the first key past it)
+    std::size_t slice_keys = 4096;     // keys per bulk slice
+    std::size_t slice_changes = 256;   // kernel changes per bulk slice (it ends at the first key past it):
+                                       // a first packet waits for one slice at most
+    std::size_t start_slice_changes = 4096;  // the same for a first start, which nothing waits for
     milliseconds retry_first{200};  // a retryable refusal is tried again after this, doubling...
     milliseconds retry_max{30000};  // ...up to this
     std::chrono::seconds audit_every{600};  // periodic audit; 0: none
@@ -155,17 +157,19 @@ private:
     // Handles the daemon gives: above every handle the kernel picks (it counts up from 1).
     static constexpr std::uint32_t kHandleBase = 0x80000000u;
 
+    // 48 bytes a rule, beside its identity: at 100k routes and 100k subscribers there are
+    // a third of a million.
     struct RuleState {
-        KeyId owner = kNoKey;
-        bool wanted = false;
         std::uint64_t want = 0;        // content hash wanted
-        bool installed = false;
+        std::uint64_t have = 0;        // content hash installed (0: not ours, or not understood)
+        std::uint64_t refused_hash = 0;  // refused for good (see `refused`)
+        KeyId owner = kNoKey;
         int ifindex = 0;
         std::uint32_t handle = 0;
-        std::uint64_t have = 0;        // content hash installed (0: not ours, or not understood)
+        bool wanted = false;
+        bool installed = false;
         bool in_hw = false, not_in_hw = false;
-        bool refused = false;          // `refused_hash` was refused for good
-        std::uint64_t refused_hash = 0;
+        bool refused = false;
         bool deferred = false;         // its device has no ifindex yet
     };
     using RuleMap = std::unordered_map<tc::Identity, RuleState, tc::IdentityHash>;
@@ -175,7 +179,6 @@ private:
         std::vector<compile::Input> inputs;
         std::vector<compile::AdjacencyKey> uses;
         std::vector<const tc::Identity*> rules;
-        std::vector<std::string> notes;
         bool alive = true;
         bool queued = false;
         bool urgent = false;
@@ -252,6 +255,7 @@ private:
     std::unordered_map<int, bool> clsact_ok_;
     std::unordered_map<std::uint32_t, tc::Redirect> shared_;  // shared redirect index -> as the kernel has it
     std::unordered_map<tc::Identity, Refusal, tc::IdentityHash> refusals_;
+    std::unordered_map<KeyId, std::vector<std::string>> notes_;  // the few keys that have any
     std::set<std::string> waiting_devices_;  // rules wait for these devices to appear
     std::vector<program::Change> stray_;     // owned filters an audit found that nobody wants
     std::vector<tc::Identity> retry_deletes_;  // deletes the kernel was too busy for, or lost

@@ -444,6 +444,44 @@ def check_changes(lab, daemon, p101, p200):
     return latencies
 
 
+def restore_check(lab, daemon, name, cmd, p101):
+    """Somebody else changes our tc state; the daemon hears it (a tc notification, no
+    dump) and puts it back: probes to 10.101.0.2 are forwarded again within 1 s."""
+    daemon.skip_to_now()
+    t_change = time.monotonic()
+    lab.sh(cmd, ns="hv")
+    got, times, probes, cap = probe_until(
+        lab, probe_frame("10.101.0.2", "restore"),
+        lambda p: is_probe("restore")(p) and vlans(p) == [101] and p.dst == HOST101_MAC_NEW and p.src == p101, t_change)
+    rec, line = daemon.next_event("reconciled", 2.0, lambda f: f.get("added") not in (None, "0"))
+    if got is None:
+        return lab.check(name, False, f"`{' '.join(cmd)}`: probes not forwarded again within {CHANGE_LIMIT:.1f} s "
+                                      f"({probes} probes); daemon: {line.strip()}")
+    _sent, latency = times
+    lab.check(f"{name}: forwarded again {latency * 1000:.0f} ms after `{' '.join(cmd)}` ({line.strip()})",
+              latency <= CHANGE_LIMIT and rec is not None and rec.get("dumps") == "0",
+              f"took {latency:.3f} s, want <= {CHANGE_LIMIT} s and no dump (dumps={rec.get('dumps') if rec else '?'})")
+
+
+def check_foreign_changes(lab, daemon, p101):
+    """6b. A rule of ours deleted by hand, then our clsact qdisc deleted: put back within 1 s."""
+    host = [b for b in rule_blocks(tc_filters(lab, chain=RULE_CHAIN_INNER))
+            if re.search(r"^\s*dst_ip 10\.101\.0\.2\b", b, re.M) and "vlan_ethtype ip" in b]
+    if not lab.check("the host rule of 10.101.0.2 is in the inner chain", len(host) == 1,
+                     f"{len(host)} found in chain {RULE_CHAIN_INNER}"):
+        return
+    head = host[0].splitlines()[0]
+    pref, handle = re.search(r"pref (\d+)", head).group(1), re.search(r"handle (0x[0-9a-f]+)", head).group(1)
+    restore_check(lab, daemon, "a rule deleted by hand is put back",
+                  ["tc", "filter", "del", "dev", "p0", "ingress", "chain", str(RULE_CHAIN_INNER), "pref", pref,
+                   "handle", handle, "protocol", "802.1Q", "flower"], p101)
+    n = len(rule_blocks(tc_filters(lab)))
+    restore_check(lab, daemon, f"the clsact qdisc deleted by hand (with all {n} rules) is made again, its rules "
+                               "put back", ["tc", "qdisc", "del", "dev", "p0", "clsact"], p101)
+    back = len(rule_blocks(tc_filters(lab)))
+    lab.check(f"every rule is back after the qdisc ({back} of {n})", back == n, f"{back} rules, {n} before")
+
+
 def check_restart(lab, config, daemon, p101):
     """7. SIGTERM leaves the rules (traffic keeps flowing); a restart sends zero changes."""
     before = tc_filters(lab)
@@ -529,6 +567,7 @@ def run(lab):
         lab.note("change -> fast path latencies: "
                  + ", ".join(f"{what} {lat * 1000:.0f} ms" if lat is not None else f"{what} (not seen)"
                              for what, lat in latencies))
+        check_foreign_changes(lab, daemon, p101)
         note_stats(lab, "before the restart")
         daemon = check_restart(lab, config, daemon, p101)
         note_stats(lab, "after the restart")
