@@ -179,7 +179,9 @@ private:
     void flush(Clock::time_point now) {
         const auto t0 = Clock::now();
         const engine::Pass p = engine_.flush(now);
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        const auto took = Clock::now() - t0;
+        engine_.observe(p, took);
+        const double ms = std::chrono::duration<double, std::milli>(took).count();
         // First packets go back only now that their subscriber's rule is in.
         if (p.urgent && nat_ && nat_->waiting()) reinject();
         log_pass(p, ms);

@@ -299,9 +299,14 @@ nlmsghdr* put_del_filter(void* buf, const FilterRef& f) {
     return nlh;
 }
 
-nlmsghdr* put_dump_filters(void* buf, int ifindex) {
+nlmsghdr* put_dump_filters(void* buf, int ifindex, bool terse) {
     // Without TCA_CHAIN the kernel dumps every chain of the block.
-    return put_tc_header(buf, RTM_GETTFILTER, NLM_F_DUMP, ifindex, kIngressParent, 0, 0);
+    nlmsghdr* nlh = put_tc_header(buf, RTM_GETTFILTER, NLM_F_DUMP, ifindex, kIngressParent, 0, 0);
+    if (terse) {
+        const nla_bitfield32 flags{TCA_DUMP_FLAGS_TERSE, TCA_DUMP_FLAGS_TERSE};
+        mnl_attr_put(nlh, TCA_DUMP_FLAGS, sizeof flags, &flags);
+    }
+    return nlh;
 }
 
 nlmsghdr* put_new_clsact(void* buf, int ifindex) {

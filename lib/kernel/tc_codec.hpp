@@ -41,8 +41,10 @@ enum class FilterOp : std::uint8_t {
 };
 nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op);
 nlmsghdr* put_del_filter(void* buf, const FilterRef& f);
-// RTM_GETTFILTER dump of every chain of the device's clsact ingress.
-nlmsghdr* put_dump_filters(void* buf, int ifindex);
+// RTM_GETTFILTER dump of every chain of the device's clsact ingress. `terse`: each
+// filter with its handle, flags (in_hw) and its actions' kinds and cookies only
+// (TCA_DUMP_FLAGS_TERSE): a fraction of the kernel's work of a full dump.
+nlmsghdr* put_dump_filters(void* buf, int ifindex, bool terse = false);
 // RTM_NEWACTION with NLM_F_REPLACE: changes a shared action (one with an index) in
 // place, for every rule that holds it.
 nlmsghdr* put_replace_action(void* buf, const tc::Action& a);

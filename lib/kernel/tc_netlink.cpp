@@ -101,10 +101,20 @@ TcNetlink::~TcNetlink() {
     if (dump_sock_) mnl_socket_close(dump_sock_);
 }
 
-Result<std::vector<tc::Installed>> TcNetlink::dump(const std::string& dev) {
+void TcNetlink::set_observed(bool on) {
+    if (on == observed_) return;
+    observed_ = on;
+    if (!listen_) return;
+    // While unobserved nobody of ours listens: the kernel builds no notification for the
+    // daemon's changes (a 6.1 kernel does then, with a listener, for every change).
+    int group = RTNLGRP_TC;
+    mnl_socket_setsockopt(sock_, on ? NETLINK_ADD_MEMBERSHIP : NETLINK_DROP_MEMBERSHIP, &group, sizeof group);
+}
+
+Result<Done> TcNetlink::dump(const std::string& dev, bool terse, const Visitor& each) {
     const int ifindex = ifindex_of(dev);
     // A device that is gone holds no filter (its link event may not have been read yet).
-    if (!ifindex) return std::vector<tc::Installed>{};
+    if (!ifindex) return Done{};
     if (!dump_sock_) {
         auto s = open_socket();
         if (!s) return fail(s.error());
@@ -112,11 +122,10 @@ Result<std::vector<tc::Installed>> TcNetlink::dump(const std::string& dev) {
     }
     ++stats_.dumps;
     std::vector<char> buf(kMessageRoom);
-    nlmsghdr* req = put_dump_filters(buf.data(), ifindex);
+    nlmsghdr* req = put_dump_filters(buf.data(), ifindex, terse);
     req->nlmsg_seq = next_seq();
     if (mnl_socket_sendto(dump_sock_, req, req->nlmsg_len) < 0) return fail("filter dump: " + errno_text(errno));
 
-    std::vector<tc::Installed> out;
     std::unordered_map<int, std::string> names;  // one lookup per redirect target, not per rule
     std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE * 4);
     for (;;) {
@@ -126,11 +135,11 @@ Result<std::vector<tc::Installed>> TcNetlink::dump(const std::string& dev) {
         for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
              nlh = mnl_nlmsg_next(nlh, &len)) {
             if (nlh->nlmsg_seq != req->nlmsg_seq) continue;  // a late answer of something else
-            if (nlh->nlmsg_type == NLMSG_DONE) return out;
+            if (nlh->nlmsg_type == NLMSG_DONE) return Done{};
             if (nlh->nlmsg_type == NLMSG_ERROR) {
                 const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
                 // No clsact qdisc yet: nothing installed.
-                if (err->error == -EINVAL || err->error == -ENOENT) return out;
+                if (err->error == -EINVAL || err->error == -ENOENT) return Done{};
                 return fail("filter dump: " + errno_text(-err->error));
             }
             auto f = parse_filter(nlh);
@@ -145,7 +154,7 @@ Result<std::vector<tc::Installed>> TcNetlink::dump(const std::string& dev) {
                     }
                     r->dev = it->second;
                 }
-            out.push_back(std::move(*f));
+            each(std::move(*f));
         }
     }
 }
@@ -200,6 +209,7 @@ program::Applied TcNetlink::apply(const std::vector<program::Change>& changes) {
                 ? put_del_filter(buf.data(), {c.ifindex, c.rule.chain, c.rule.prio, c.rule.protocol, c.handle})
                 : put_replace_action(buf.data(), c.action);
         nlh->nlmsg_seq = next_seq();
+        if (!observed_) nlh->nlmsg_flags &= static_cast<std::uint16_t>(~NLM_F_ECHO);
         if (batch.size() + nlh->nlmsg_len > kBatchBytes || sent.size() >= max_batch_messages_) flush();
         const auto* bytes = reinterpret_cast<const char*>(nlh);
         batch.insert(batch.end(), bytes, bytes + nlh->nlmsg_len);

@@ -26,7 +26,9 @@ public:
     program::Applied apply(const std::vector<program::Change>& changes) override;
     program::Applied poll_events() override;
     int event_fd() const override { return listen_ ? mnl_socket_get_fd(sock_) : -1; }
-    Result<std::vector<tc::Installed>> dump(const std::string& dev) override;
+    using program::Backend::dump;
+    Result<Done> dump(const std::string& dev, bool terse, const Visitor& each) override;
+    void set_observed(bool on) override;
     Result<Done> ensure_clsact(const std::string& dev) override;
 
     // Counters for the operator: messages sent, batches, dumps, notifications read.
@@ -52,7 +54,8 @@ private:
     mnl_socket* sock_;
     mnl_socket* dump_sock_ = nullptr;  // opened on the first dump
     std::size_t max_batch_messages_;  // answers of one batch must fit the receive buffer
-    bool listen_;
+    bool listen_;        // meant to listen (open(true))
+    bool observed_ = true;  // echo changes and listen now
     std::uint32_t seq_ = 0;
     std::uint32_t portid_ = 0;
     Stats stats_;

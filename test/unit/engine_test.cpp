@@ -275,6 +275,11 @@ TEST_CASE("engine: the first pass installs the full compile, and a restart adopt
     REQUIRE(!passes.empty());
     CHECK(passes.front().start);
     CHECK(passes.front().added == e.desired().size());
+    // Nothing of ours was there: the rules went in unobserved (no echo, nobody listening,
+    // half the kernel's work), then a terse dump said where they are.
+    CHECK(w.tc.observed);
+    CHECK(w.tc.terse_dumps == 1);  // p0, the one device of this mapping
+    CHECK(e.counts().not_in_hw == e.counts().installed);
 
     // A second daemon on the same kernel: one dump, nothing sent.
     const auto changes_before = w.tc.changes;

@@ -57,7 +57,9 @@ public:
             } else if (!lost || apply_lost_changes) {
                 r.error = perform(c);
             }
-            if (!r.error && c.kind != program::Change::Kind::Delete && c.kind != program::Change::Kind::ReplaceAction)
+            // Unobserved, no echo says where a filter is.
+            if (!r.error && observed && c.kind != program::Change::Kind::Delete &&
+                c.kind != program::Change::Kind::ReplaceAction)
                 r.not_in_hw = true;
             if (lost) r = program::ChangeResult{0, "", true, false, false};
             out.results.push_back(r);
@@ -72,11 +74,15 @@ public:
     }
     int event_fd() const override { return -1; }
 
-    Result<std::vector<tc::Installed>> dump(const std::string& name) override {
-        ++dumps;
+    void set_observed(bool on) override { observed = on; }
+    bool observed = true;
+    std::size_t terse_dumps = 0;
+
+    using program::Backend::dump;
+    Result<Done> dump(const std::string& name, bool terse, const Visitor& each) override {
+        ++(terse ? terse_dumps : dumps);
         const int i = dev(name);
         if (!i) return fail("no device " + name);
-        std::vector<tc::Installed> out;
         for (const auto& [key, f] : filters) {
             if (key.first != i) continue;
             tc::Installed in;
@@ -84,11 +90,11 @@ public:
             in.rule.dev = name;
             in.handle = key.second;
             in.owned = f.owned;
-            in.decoded = true;
+            in.decoded = !terse;
             in.not_in_hw = true;
-            out.push_back(in);
+            each(std::move(in));
         }
-        return out;
+        return Done{};
     }
 
     Result<Done> ensure_clsact(const std::string& name) override {

@@ -159,26 +159,28 @@ NatState nat_state_from(const std::vector<tc::Rule>& installed) {
     return out;
 }
 
-void reserve_adjacencies(Adjacencies& a, const std::vector<tc::Rule>& installed) {
-    for (const auto& r : installed) {
-        if (r.prio != kPrioAdjacency) continue;
-        const std::uint32_t chain = r.chain >= kChainVxlanBase ? r.chain - kChainVxlanBase : r.chain;
-        if (chain < kChainAdjacencyBase || chain >= kChainAdjacencyBase + kMaxAdjacencies) continue;
-        AdjacencySignature s;
-        s.family = rule_family(r);
-        bool rewrite = false, redirect = false;
-        for (const auto& act : r.actions) {
-            if (const auto* rw = std::get_if<tc::Rewrite>(&act); rw && rw->eth_dst && rw->eth_src) {
-                s.nexthop = *rw->eth_dst;
-                s.source = *rw->eth_src;
-                rewrite = true;
-            } else if (const auto* m = std::get_if<tc::Redirect>(&act)) {
-                s.counter = m->index;
-                redirect = true;
-            }
+void reserve_adjacency(Adjacencies& a, const tc::Rule& r) {
+    if (r.prio != kPrioAdjacency) return;
+    const std::uint32_t chain = r.chain >= kChainVxlanBase ? r.chain - kChainVxlanBase : r.chain;
+    if (chain < kChainAdjacencyBase || chain >= kChainAdjacencyBase + kMaxAdjacencies) return;
+    AdjacencySignature s;
+    s.family = rule_family(r);
+    bool rewrite = false, redirect = false;
+    for (const auto& act : r.actions) {
+        if (const auto* rw = std::get_if<tc::Rewrite>(&act); rw && rw->eth_dst && rw->eth_src) {
+            s.nexthop = *rw->eth_dst;
+            s.source = *rw->eth_src;
+            rewrite = true;
+        } else if (const auto* m = std::get_if<tc::Redirect>(&act)) {
+            s.counter = m->index;
+            redirect = true;
         }
-        if (rewrite && redirect) a.reserve(chain - kChainAdjacencyBase, s);
     }
+    if (rewrite && redirect) a.reserve(chain - kChainAdjacencyBase, s);
+}
+
+void reserve_adjacencies(Adjacencies& a, const std::vector<tc::Rule>& installed) {
+    for (const auto& r : installed) reserve_adjacency(a, r);
 }
 
 std::vector<std::string> rule_devices(const Mapping& m) {

@@ -50,6 +50,8 @@ NatState nat_state_from(const std::vector<tc::Rule>& installed);
 // Reserves the next-hop ids of the adjacency chains found installed (a previous run's),
 // under their signatures, so that the same next hops take the same ids again.
 void reserve_adjacencies(Adjacencies& a, const std::vector<tc::Rule>& installed);
+// The same for one rule (a dump read one at a time); a rule of no next-hop chain is ignored.
+void reserve_adjacency(Adjacencies& a, const tc::Rule& installed);
 
 // The devices whose clsact ingress holds the program's rules (besides the punt
 // pair's two ends, while the NAT stage runs).

@@ -151,7 +151,8 @@ void Engine::compile_one(KeyId id, Outgoing& out) {
     std::vector<const tc::Identity*> now_rules;
     now_rules.reserve(out_.rules.size());
     for (tc::Rule& r : out_.rules) {
-        auto [it, fresh] = rules_.try_emplace(r.identity());
+        auto it = rules_.find(r);  // by the rule's identity, without copying it out
+        if (it == rules_.end()) it = rules_.try_emplace(r.identity()).first;
         RuleState& st = it->second;
         const tc::Identity* ident = &it->first;
         if (st.wanted && st.owner != id && st.owner != kNoKey && keys_[st.owner].alive) {
@@ -166,7 +167,7 @@ void Engine::compile_one(KeyId id, Outgoing& out) {
         st.want = tc::content_hash(r, options_.hash_key);
         now_rules.push_back(ident);
         const bool parked = st.refused && st.refused_hash == st.want;
-        if ((!st.installed || st.have != st.want) && !parked) out.sends.push_back(std::move(r));
+        if ((!st.installed || st.have != st.want) && !parked) out.sends.push_back({std::move(r), st.want});
     }
     std::sort(now_rules.begin(), now_rules.end());
     for (const tc::Identity* old : ks.rules) {
@@ -393,6 +394,10 @@ void Engine::count_installed(const RuleState& st, int sign) {
 
 void Engine::erase_if_unused(RuleMap::iterator it) {
     if (it->second.wanted || it->second.installed) return;
+    if (sending_) {
+        erase_after_.push_back(&it->first);
+        return;
+    }
     if (it->second.refused) --refused_;
     refusals_.erase(it->first);
     rules_.erase(it);
@@ -470,7 +475,7 @@ Pass Engine::flush(Time now) {
     }
     if (urgent_.empty() && (!audit_reason_.empty() || now >= next_audit_)) {
         if (audit_reason_.empty()) audit_reason_ = "periodic";
-        audit(p, false);
+        audit(p, false, false);
         schedule_audit(now);
         deletes_due = std::exchange(deletes_due_, false) || deletes_due;
     }
@@ -488,8 +493,13 @@ Pass Engine::flush(Time now) {
         }
     } else if (!bulk_.empty() &&
                (now - last_change_ >= options_.quiet || now - first_pending_ >= options_.max_delay)) {
+        std::size_t limit = options_.slice_changes;
+        if (ns_per_change_ > 0)
+            limit = std::clamp<std::size_t>(
+                static_cast<std::size_t>(std::chrono::nanoseconds(options_.slice_time).count() / ns_per_change_),
+                options_.slice_changes_min, options_.slice_changes);
         std::size_t n = 0;
-        while (!bulk_.empty() && n < options_.slice_keys && out.size() < options_.slice_changes) {
+        while (!bulk_.empty() && n < options_.slice_keys && out.size() < limit) {
             const KeyId id = bulk_.front();
             bulk_.pop_front();
             if (!keys_[id].alive || !keys_[id].queued) continue;
@@ -510,6 +520,12 @@ Pass Engine::flush(Time now) {
     return p;
 }
 
+void Engine::observe(const Pass& p, std::chrono::nanoseconds took) {
+    if (p.messages < 8) return;  // too few to say what one costs
+    const double each = static_cast<double>(took.count()) / static_cast<double>(p.messages);
+    ns_per_change_ = ns_per_change_ > 0 ? 0.7 * ns_per_change_ + 0.3 * each : each;
+}
+
 Pass Engine::start_pass(Time now) {
     Pass p;
     p.start = true;
@@ -519,8 +535,9 @@ Pass Engine::start_pass(Time now) {
     // Adopt what a previous run left: its rules keep their handles if they are right,
     // its next hops their ids (their chains are found by what they do).
     audit_reason_ = "start";
-    audit(p, true);
+    audit(p, true, false);
     for (const auto& k : compile::all_keys(mapping_, model_, nat_)) ensure(k);
+    rules_.reserve(std::max(rules_.size(), 2 * keys_.size()));  // about two rules a key: no rehash on the way
     Outgoing out;
     bulk_.clear();
     urgent_.clear();
@@ -530,6 +547,10 @@ Pass Engine::start_pass(Time now) {
     // Otherwise stale rules are deleted first (the sweep below), and what changed since
     // the last run (usually nothing) waits for it.
     const bool cold = installed_ == 0;
+    // Nothing of ours to protect yet: the first rules go in unobserved, at half the
+    // kernel's work (no notification built for each); a terse dump afterwards tells what
+    // is in hardware and whether anybody touched them meanwhile.
+    if (cold) tc_.set_observed(false);
     const std::size_t known = keys_.size();  // next hops come from their users, as they go
     for (KeyId id = 0; id < known; ++id) {
         if (!keys_[id].alive || std::holds_alternative<compile::AdjacencyKey>(keys_[id].key)) continue;
@@ -549,12 +570,16 @@ Pass Engine::start_pass(Time now) {
     out.strays = std::move(stray_);
     stray_.clear();
     send(out, p, now);
+    if (cold) {
+        tc_.set_observed(true);
+        audit(p, false, true);
+    }
     return p;
 }
 
-void Engine::audit(Pass& p, bool at_start) {
+void Engine::audit(Pass& p, bool at_start, bool terse) {
     p.audit = true;
-    p.audit_reason = audit_reason_;
+    if (p.audit_reason.empty()) p.audit_reason = audit_reason_;
     // The devices of the mapping and the NAT stage, and any other device the installed
     // set still has rules on (a reload or a stopped NAT stage left them to delete).
     std::set<std::string> all;
@@ -563,48 +588,57 @@ void Engine::audit(Pass& p, bool at_start) {
         if (st.installed) all.insert(id.dev);
     std::vector<std::string> devs;
     for (const auto& d : all)
-        if (audit_all_ || at_start || audit_devices_.count(d)) devs.push_back(d);
+        if (audit_all_ || at_start || terse || audit_devices_.count(d)) devs.push_back(d);
     audit_reason_.clear();
     audit_devices_.clear();
     audit_all_ = false;
-    std::vector<tc::Rule> adopted_rules;  // at start: for the next hops' ids
     for (const auto& dev : devs) {
         const int ifindex = ifindex_of(dev);
         if (!ifindex) continue;
-        auto dump = tc_.dump(dev);
         ++p.dumps;
-        if (!dump) {
-            p.problems.push_back("audit of " + dev + ": " + dump.error());
-            continue;
-        }
         std::unordered_set<std::uint32_t> seen;
         auto& counter = next_handle_[ifindex];
-        for (auto& d : *dump) {
+        const auto done = tc_.dump(dev, terse, [&](tc::Installed&& d) {
             if (d.handle >= kHandleBase && d.handle >= counter) counter = d.handle == 0xffffffffu ? kHandleBase : d.handle + 1;
-            if (!d.owned) continue;
             d.rule.dev = dev;
-            seen.insert(d.handle);
-            for (const auto& a : d.rule.actions)
-                if (const auto* m = std::get_if<tc::Redirect>(&a); m && m->index) shared_[m->index] = *m;
-            const std::uint64_t h = d.decoded ? tc::content_hash(d.rule, options_.hash_key) : 0;
+            const bool content = !terse && d.decoded;
+            // What each shared action does now, whoever holds it: a redirect to a device
+            // made again must be pointed right before new holders bind to it.
+            if (content && d.owned)
+                for (const auto& a : d.rule.actions)
+                    if (const auto* m = std::get_if<tc::Redirect>(&a); m && m->index) shared_[m->index] = *m;
             if (const auto at = by_handle_.find(handle_key(ifindex, d.handle)); at != by_handle_.end()) {
-                RuleState& st = rules_.at(*at->second);
-                if (st.have != h) {
+                seen.insert(d.handle);
+                const auto it = rules_.find(*at->second);
+                RuleState& st = it->second;
+                if (!d.owned) {
+                    // Somebody else's filter where ours was: ours is gone.
                     ++p.drift;
-                    st.have = h;
-                    if (st.wanted && st.owner != kNoKey) dirty(st.owner, last_change_);
+                    lose_installed(st, it->first, last_change_, nullptr);
+                    erase_if_unused(it);
+                    return;
+                }
+                if (!terse) {
+                    const std::uint64_t h = content ? tc::content_hash(d.rule, options_.hash_key) : 0;
+                    if (st.have != h) {
+                        ++p.drift;
+                        st.have = h;
+                        if (st.wanted && st.owner != kNoKey) dirty(st.owner, last_change_);
+                    }
                 }
                 count_installed(st, -1);
                 st.in_hw = d.in_hw;
                 st.not_in_hw = d.not_in_hw;
                 count_installed(st, +1);
-                continue;
+                return;
             }
+            if (!d.owned) return;  // not ours, not where ours are: left alone
+            seen.insert(d.handle);
             // Ours, but not where the installed set has anything: a previous run's rule,
             // an answer that was lost, or somebody's copy. Adopt it if its rule has none
             // installed; else it is a stray, and goes.
             bool adopt = false;
-            if (d.decoded) {
+            if (content) {
                 auto [it, fresh] = rules_.try_emplace(d.rule.identity());
                 RuleState& st = it->second;
                 if (!st.installed) {
@@ -612,13 +646,13 @@ void Engine::audit(Pass& p, bool at_start) {
                     st.installed = true;
                     st.ifindex = ifindex;
                     st.handle = d.handle;
-                    st.have = h;
+                    st.have = tc::content_hash(d.rule, options_.hash_key);
                     st.in_hw = d.in_hw;
                     st.not_in_hw = d.not_in_hw;
                     count_installed(st, +1);
                     by_handle_[handle_key(ifindex, d.handle)] = &it->first;
                     if (st.wanted && st.have != st.want && st.owner != kNoKey) dirty(st.owner, last_change_);
-                    if (at_start) adopted_rules.push_back(d.rule);
+                    if (at_start) compile::reserve_adjacency(adjacencies_, d.rule);  // the next hops' ids
                 } else if (fresh) {
                     rules_.erase(it);
                 }
@@ -628,11 +662,14 @@ void Engine::audit(Pass& p, bool at_start) {
                 c.kind = program::Change::Kind::Delete;
                 c.ifindex = ifindex;
                 c.rule = d.rule;
-                c.rule.dev = dev;
                 c.handle = d.handle;
                 stray_.push_back(std::move(c));
             }
             if (!at_start) ++p.drift;
+        });
+        if (!done) {
+            p.problems.push_back("audit of " + dev + ": " + done.error());
+            continue;
         }
         // Installed by our account, gone from the kernel.
         std::vector<RuleMap::iterator> gone;
@@ -650,7 +687,6 @@ void Engine::audit(Pass& p, bool at_start) {
                 if (st.installed && !st.wanted && st.ifindex == ifindex) retry_deletes_.push_back(id);
     }
     if (!retry_deletes_.empty()) deletes_due_ = true;
-    if (at_start) compile::reserve_adjacencies(adjacencies_, adopted_rules);
 }
 
 }  // namespace dpo::engine
@@ -686,12 +722,11 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
     {
         std::unordered_set<const tc::Identity*> seen;
         for (auto r = out.sends.rbegin(); r != out.sends.rend(); ++r) {
-            const auto it = rules_.find(r->identity());
+            const auto it = rules_.find(r->rule);
             if (it == rules_.end() || !it->second.wanted || !seen.insert(&it->first).second) continue;
             const RuleState& st = it->second;
-            if (st.installed && st.have == st.want) continue;
-            if (tc::content_hash(*r, options_.hash_key) != st.want) continue;
-            sends.emplace_back(&it->first, std::move(*r));
+            if ((st.installed && st.have == st.want) || r->hash != st.want) continue;
+            sends.emplace_back(&it->first, std::move(r->rule));
         }
         std::reverse(sends.begin(), sends.end());
     }
@@ -743,6 +778,7 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
     }
     if (changes.empty()) return;
     const program::Applied applied = tc_.apply(changes);
+    sending_ = true;
     p.messages += changes.size();
     // In the order it happened: what others did between two of our changes applies to
     // the state between them.
@@ -753,6 +789,9 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
         apply_result(changes[i], idents[i], i < applied.results.size() ? applied.results[i] : none, p, now);
     }
     for (; e < applied.events.size(); ++e) apply_event(applied.events[e], p, now);
+    sending_ = false;
+    for (const tc::Identity* id : std::exchange(erase_after_, {}))
+        if (const auto it = rules_.find(*id); it != rules_.end()) erase_if_unused(it);
     if (applied.overrun) request_audit("tc notifications lost (ENOBUFS)");
 }
 
@@ -808,7 +847,9 @@ void Engine::apply_result(const program::Change& c, const tc::Identity* id, cons
         erase_if_unused(it);
         return;
     }
-    const std::uint64_t sent = tc::content_hash(c.rule, options_.hash_key);
+    // What was sent is what was wanted when sent (send() checked), and answers come
+    // before anything recompiles it.
+    const std::uint64_t sent = st.want;
     switch (v) {
         case Verdict::Done:
             if (c.kind == Kind::Add) {

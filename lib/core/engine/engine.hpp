@@ -59,9 +59,13 @@ struct Options {
     milliseconds quiet{5};          // the bulk lane waits for changes to stop this long...
     milliseconds max_delay{100};    // ...but never longer than this after the first
     std::size_t slice_keys = 4096;     // keys per bulk slice
-    std::size_t slice_changes = 256;   // kernel changes per bulk slice (it ends at the first key past it):
-                                       // a first packet waits for one slice at most
-    std::size_t start_slice_changes = 4096;  // the same for a first start, which nothing waits for
+    // A first packet waits for one bulk slice at most: a slice holds as many kernel
+    // changes as fit in `slice_time` at the cost the caller observed (observe()), within
+    // these bounds (a slice ends at the first key past its size).
+    milliseconds slice_time{20};
+    std::size_t slice_changes_min = 16;
+    std::size_t slice_changes = 2048;
+    std::size_t start_slice_changes = 4096;  // per batch of a first start, which nothing waits for
     milliseconds retry_first{200};  // a retryable refusal is tried again after this, doubling...
     milliseconds retry_max{30000};  // ...up to this
     std::chrono::seconds audit_every{600};  // periodic audit; 0: none
@@ -134,6 +138,9 @@ public:
     // ---- work
     // The start pass, or the urgent lane whole, else a due audit, else one bulk slice.
     Pass flush(Time now);
+    // What a pass cost in time (the caller measures): sizes the bulk slices to
+    // Options::slice_time.
+    void observe(const Pass& p, std::chrono::nanoseconds took);
     // When flush() has something to do next; nothing: only an input can give it work.
     std::optional<Time> next_due(Time now) const;
 
@@ -172,7 +179,7 @@ private:
         bool refused = false;
         bool deferred = false;         // its device has no ifindex yet
     };
-    using RuleMap = std::unordered_map<tc::Identity, RuleState, tc::IdentityHash>;
+    using RuleMap = std::unordered_map<tc::Identity, RuleState, tc::IdentityHash, tc::IdentityEq>;
 
     struct KeyState {
         compile::Key key;
@@ -186,10 +193,14 @@ private:
     };
 
     // What a flush sends.
-    // Identities by value: an entry may go between the compile and the send (a key
-    // compiled twice in one pass takes back what it made).
+    // Rules by value, looked up again when sent: an entry may go between the compile
+    // and the send (a key compiled twice in one pass takes back what it made).
+    struct Send {
+        tc::Rule rule;
+        std::uint64_t hash = 0;
+    };
     struct Outgoing {
-        std::vector<tc::Rule> sends;  // add or replace
+        std::vector<Send> sends;  // add or replace
         std::vector<tc::Identity> deletes;
         std::vector<program::Change> strays;  // owned filters nobody wants, found by an audit
         std::size_t size() const { return sends.size() + deletes.size() + strays.size(); }
@@ -211,7 +222,9 @@ private:
 
     // tc.
     Pass start_pass(Time now);
-    void audit(Pass& p, bool at_start);
+    // A full dump compares contents; a terse one only where our rules are, whose they are
+    // and whether they are in hardware.
+    void audit(Pass& p, bool at_start, bool terse);
     void send(Outgoing& out, Pass& p, Time now);
     void apply_result(const program::Change& c, const tc::Identity* id, const program::ChangeResult& r, Pass& p,
                       Time now);
@@ -259,9 +272,14 @@ private:
     std::set<std::string> waiting_devices_;  // rules wait for these devices to appear
     std::vector<program::Change> stray_;     // owned filters an audit found that nobody wants
     std::vector<tc::Identity> retry_deletes_;  // deletes the kernel was too busy for, or lost
+    // While a batch's answers are applied, entries stay (the changes point at them) and
+    // those that should go are erased after.
+    bool sending_ = false;
+    std::vector<const tc::Identity*> erase_after_;
     bool deletes_due_ = false;
     std::size_t wanted_ = 0, installed_ = 0, in_hw_ = 0, not_in_hw_ = 0, refused_ = 0;
 
+    double ns_per_change_ = 0;  // observed cost of one kernel change (and its compile), averaged
     bool start_pending_ = false;
     bool started_ = false;
     std::string audit_reason_;

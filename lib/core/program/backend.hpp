@@ -9,6 +9,7 @@
 // inject a fake kernel.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -77,8 +78,23 @@ public:
     virtual Applied poll_events() = 0;
     // Readable when notifications wait; -1 when the backend has none to offer.
     virtual int event_fd() const = 0;
-    // Every filter of the device's clsact ingress, ours or not (an audit).
-    virtual Result<std::vector<tc::Installed>> dump(const std::string& dev) = 0;
+    // Every filter of the device's clsact ingress, ours or not (an audit), one at a time as
+    // the kernel's dump comes: a third of a million need not be in memory at once.
+    // `terse`: each with its place, handle, ownership and in_hw state only (`decoded`
+    // false). A device that is gone holds no filter.
+    using Visitor = std::function<void(tc::Installed&&)>;
+    virtual Result<Done> dump(const std::string& dev, bool terse, const Visitor& each) = 0;
+    // The same, gathered (tools, tests).
+    Result<std::vector<tc::Installed>> dump(const std::string& dev, bool terse = false) {
+        std::vector<tc::Installed> out;
+        auto r = dump(dev, terse, [&](tc::Installed&& i) { out.push_back(std::move(i)); });
+        if (!r) return fail(r.error());
+        return out;
+    }
+    // Observed (the default): every change is echoed and the writer listens to others.
+    // Unobserved, the kernel builds no notification for a change, which halves its work:
+    // for a first start, before anything of ours is there to protect.
+    virtual void set_observed(bool on) = 0;
     // The clsact qdisc the rules hang on; an existing one is fine.
     virtual Result<Done> ensure_clsact(const std::string& dev) = 0;
 };

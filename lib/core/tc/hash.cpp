@@ -12,12 +12,19 @@ namespace {
 // serialise alike.
 class Bytes {
 public:
-    void u8(std::uint8_t v) { b_.push_back(v); }
+    void u8(std::uint8_t v) { raw(&v, 1); }
     void u16(std::uint16_t v) { raw(&v, sizeof v); }
     void u32(std::uint32_t v) { raw(&v, sizeof v); }
     void raw(const void* p, std::size_t n) {
-        const auto* c = static_cast<const std::uint8_t*>(p);
-        b_.insert(b_.end(), c, c + n);
+        // On the stack while it fits (every rule we write does), on the heap after.
+        if (heap_.empty() && size_ + n <= stack_.size()) {
+            std::memcpy(stack_.data() + size_, p, n);
+        } else {
+            if (heap_.empty()) heap_.assign(stack_.begin(), stack_.begin() + static_cast<std::ptrdiff_t>(size_));
+            const auto* c = static_cast<const std::uint8_t*>(p);
+            heap_.insert(heap_.end(), c, c + n);
+        }
+        size_ += n;
     }
     void str(const std::string& s) {
         u32(static_cast<std::uint32_t>(s.size()));
@@ -37,10 +44,13 @@ public:
         u8(tag);
         put(*o);
     }
-    const std::vector<std::uint8_t>& data() const { return b_; }
+    const std::uint8_t* data() const { return heap_.empty() ? stack_.data() : heap_.data(); }
+    std::size_t size() const { return size_; }
 
 private:
-    std::vector<std::uint8_t> b_;
+    std::array<std::uint8_t, 1024> stack_;
+    std::vector<std::uint8_t> heap_;
+    std::size_t size_ = 0;
 };
 
 struct ActionBytes {
@@ -145,7 +155,7 @@ std::uint64_t content_hash(const Rule& r, const HashKey& key) {
         b.u8(static_cast<std::uint8_t>(0x80 | a.index()));
         std::visit(ActionBytes{b}, a);
     }
-    return siphash13(b.data().data(), b.data().size(), key);
+    return siphash13(b.data(), b.size(), key);
 }
 
 }  // namespace dpo::tc

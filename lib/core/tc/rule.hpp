@@ -66,8 +66,19 @@ struct Identity {
     auto operator<=>(const Identity&) const = default;
 };
 
+// Hash and equality of identities that also take a Rule for its identity, so that a
+// table keyed by Identity can be searched with a Rule without copying its identity out
+// (is_transparent: C++20 heterogeneous lookup).
 struct IdentityHash {
+    using is_transparent = void;
     std::size_t operator()(const Identity& i) const noexcept;
+    std::size_t operator()(const struct Rule& r) const noexcept;
+};
+struct IdentityEq {
+    using is_transparent = void;
+    bool operator()(const Identity& a, const Identity& b) const noexcept { return a == b; }
+    bool operator()(const Identity& a, const struct Rule& b) const noexcept;
+    bool operator()(const struct Rule& a, const Identity& b) const noexcept { return (*this)(b, a); }
 };
 
 // Actions, in the kernel's words.
@@ -187,3 +198,11 @@ std::string to_tc_command(const Rule& r);
 std::string action_text(const Action& a);
 
 }  // namespace dpo::tc
+
+#ifdef __GLIBCXX__
+// libstdc++ keeps a node's hash code only for hashers it does not call fast: an
+// identity's hash reads a hundred bytes, and tables of a third of a million identities
+// rehash as they grow and compare on lookup. Keeping the code saves both.
+template <>
+struct std::__is_fast_hash<dpo::tc::IdentityHash> : std::false_type {};
+#endif
