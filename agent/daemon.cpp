@@ -327,12 +327,7 @@ int flush(const std::string& file) {
         }
         for (const auto& i : *installed) {
             if (!i.owned) continue;
-            program::Change c;
-            c.kind = program::Change::Kind::Delete;
-            c.ifindex = ifindex;
-            c.rule = i.rule;
-            c.handle = i.handle;
-            deletes.push_back(std::move(c));
+            deletes.push_back(program::Change::deletion(ifindex, i.rule, i.handle));
         }
     }
     const auto applied = (*tc)->apply(deletes);

@@ -256,25 +256,25 @@ int main(int argc, char** argv) {
                 static_cast<double>(counts.rules) / static_cast<double>(subscribers + e.adjacencies().size() + routes));
 
     const int n = 200;
-    Cost total;
-    for (int i = 0; i < n; ++i) {
+    // 172.16.i.0/24 via the i-th next hop: routes the kernel did not have.
+    const auto route_at = [&](int i) {
         Route r;
         r.table = 254;
         r.type = 1;
         r.destination = IpPrefix{v4(0xac100000u + (static_cast<std::uint32_t>(i) << 8)), 24};
-        r.nexthops = {{k.neighbours[static_cast<std::size_t>(i) % next_hops].address,
-                       k.neighbours[static_cast<std::size_t>(i) % next_hops].ifindex}};
+        const auto& via = k.neighbours[static_cast<std::size_t>(i) % next_hops];
+        r.nexthops = {{via.address, via.ifindex}};
+        return r;
+    };
+    Cost total;
+    for (int i = 0; i < n; ++i) {
+        const Route r = route_at(i);
         add(total, measure(e, tc, now, [&] { e.kernel(model::RouteEvent{r, false}, now); }));
     }
     report("one route added", total, n);
     total = {};
     for (int i = 0; i < n; ++i) {
-        Route r;
-        r.table = 254;
-        r.type = 1;
-        r.destination = IpPrefix{v4(0xac100000u + (static_cast<std::uint32_t>(i) << 8)), 24};
-        r.nexthops = {{k.neighbours[static_cast<std::size_t>(i) % next_hops].address,
-                       k.neighbours[static_cast<std::size_t>(i) % next_hops].ifindex}};
+        const Route r = route_at(i);
         add(total, measure(e, tc, now, [&] { e.kernel(model::RouteEvent{r, true}, now); }));
     }
     report("one route deleted", total, n);

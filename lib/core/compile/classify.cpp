@@ -21,8 +21,8 @@ void compile_devices(View& v, KeyOutput& out) {
     out.rules.push_back(std::move(ingress));
 }
 
-// Group 2: iface = f(vlan) on the uplink, iface = f(vni) on the VXLAN device. A VLAN
-// tag stays on until a rule decides to forward; a VXLAN packet is already
+// Group 2: iface = f(vlan) on the uplink, iface = f(vni) on the VXLAN device (vxlan.cpp).
+// A VLAN tag stays on until a rule decides to forward; a VXLAN packet is already
 // decapsulated (by the kernel's VXLAN socket, or implicitly by the NIC).
 void compile_classify(const ClassifyKey& k, View& v, KeyOutput& out) {
     const Mapping& m = v.mapping();
@@ -39,32 +39,21 @@ void compile_classify(const ClassifyKey& k, View& v, KeyOutput& out) {
                             ": its " + (vlan ? "VLAN" : "VNI") + " is left to the kernel");
         return;
     }
+    if (!vlan) {
+        out.rules.push_back(decap_rule(m, *d, i, *netdev));
+        return;
+    }
     tc::Rule r;
     r.dev = d->dev;
     // Only frames addressed to the router are routed: flooded unknown unicast and
     // broadcast are the kernel's (it bridges, drops or answers them).
     r.match.dst_mac = netdev->mac;
-    if (vlan) {
-        r.chain = kChainClassify;
-        r.prio = kPrioClassify;
-        r.protocol = tc::kEth8021Q;
-        r.match.vlan_id = vlan->vid;
-        r.actions = {tc::Goto{process_chain(i.role)}};
-        r.why = "iface " + i.name + " = f(vlan " + std::to_string(vlan->vid) + ")";
-    } else {
-        const bool aci = std::holds_alternative<AciEncap>(i.encap);
-        const std::uint32_t vni = aci ? std::get<AciEncap>(i.encap).vni : std::get<EvpnEncap>(i.encap).vni;
-        r.chain = kChainSharedIngress;
-        r.prio = kPrioDecap;
-        r.protocol = tc::kEthAll;
-        // mlx5: the VNI, the local VTEP and an exact UDP port it knows; the remote
-        // VTEP unmatched (any remote of the fabric may send).
-        r.match.enc_key_id = vni;
-        r.match.enc_dst_ip = aci ? m.aci->local_vtep : m.evpn->local_vtep;
-        r.match.enc_dst_port = m.vxlan->port;
-        r.actions = {tc::Goto{d->base + process_chain(i.role)}};
-        r.why = "iface " + i.name + " = f(vni " + std::to_string(vni) + "), " + (aci ? "aci" : "evpn") + " decap";
-    }
+    r.chain = kChainClassify;
+    r.prio = kPrioClassify;
+    r.protocol = tc::kEth8021Q;
+    r.match.vlan_id = vlan->vid;
+    r.actions = {tc::Goto{process_chain(i.role)}};
+    r.why = "iface " + i.name + " = f(vlan " + std::to_string(vlan->vid) + ")";
     out.rules.push_back(std::move(r));
 }
 

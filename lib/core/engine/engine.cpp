@@ -658,12 +658,7 @@ void Engine::audit(Pass& p, bool at_start, bool terse) {
                 }
             }
             if (!adopt) {
-                program::Change c;
-                c.kind = program::Change::Kind::Delete;
-                c.ifindex = ifindex;
-                c.rule = d.rule;
-                c.handle = d.handle;
-                stray_.push_back(std::move(c));
+                stray_.push_back(program::Change::deletion(ifindex, d.rule, d.handle));
             }
             if (!at_start) ++p.drift;
         });
@@ -702,12 +697,7 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
     for (const tc::Identity& id : out.deletes) {
         const auto it = rules_.find(id);
         if (it == rules_.end() || !it->second.installed || it->second.wanted) continue;
-        program::Change c;
-        c.kind = program::Change::Kind::Delete;
-        c.ifindex = it->second.ifindex;
-        c.rule = place_of(id);
-        c.handle = it->second.handle;
-        changes.push_back(std::move(c));
+        changes.push_back(program::Change::deletion(it->second.ifindex, place_of(id), it->second.handle));
         idents.push_back(&it->first);
     }
     for (auto& c : out.strays) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/result.hpp"
@@ -32,6 +33,16 @@ struct Change {
     tc::Rule rule;
     std::uint32_t handle = 0;
     tc::Action action;  // ReplaceAction
+
+    // Delete the filter at `handle`; `rule` only says where it stands (chain, prio, protocol).
+    static Change deletion(int ifindex, tc::Rule rule, std::uint32_t handle) {
+        Change c;
+        c.kind = Kind::Delete;
+        c.ifindex = ifindex;
+        c.rule = std::move(rule);
+        c.handle = handle;
+        return c;
+    }
 };
 
 // What the kernel answered to one change.
