@@ -100,6 +100,10 @@ public:
                     reload(Clock::now());
                     continue;
                 }
+                if (si.ssi_signo == SIGUSR1) {  // an operator asks: compare with a full dump now
+                    engine_.request_audit("signal");  // the loop's next turn runs it
+                    continue;
+                }
                 // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
                 log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
                 return kExitOk;
@@ -273,6 +277,7 @@ int run(const std::string& file, const Options& options) {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) {

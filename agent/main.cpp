@@ -49,7 +49,9 @@ void usage(FILE* to) {
                  "Otherwise it runs in the foreground, keeping the rules in step with the\n"
                  "kernel's links, addresses, routes and neighbours. SIGHUP reloads the mapping\n"
                  "file (an invalid file is refused and the running configuration stays);\n"
-                 "SIGTERM stops it and leaves the rules in place, so a restart is hitless.\n",
+                 "SIGUSR1 compares the installed rules with a full dump now and repairs\n"
+                 "any drift; SIGTERM stops it and leaves the rules in place, so a restart\n"
+                 "is hitless.\n",
                  kDefaultConfig);
 }
 

@@ -62,7 +62,7 @@ void RtnlWatcher::stop() {
 
 int RtnlWatcher::fd() const { return nl_cache_mngr_get_fd(mngr_); }
 
-Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget) {
+Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget, std::chrono::microseconds time_budget) {
     // The cache manager's own reader (nl_cache_mngr_data_ready) reads until the socket
     // is empty: a burst of 10,000 route changes would hold the daemon for all of them
     // before a first packet is served. This reads at most `budget` messages, each parsed
@@ -70,8 +70,10 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget) {
     // nl_cache_include with the same change callback); the rest waits for the next call.
     Progress p;
     const int fd = nl_cache_mngr_get_fd(mngr_);
+    const auto deadline = std::chrono::steady_clock::now() + time_budget;
     std::size_t taken = 0;
-    while (taken < budget) {
+    bool late = false;
+    while (taken < budget && !late) {
         const ssize_t n = recv(fd, rx_.data(), rx_.size(), MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -97,8 +99,10 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget) {
             nl_msg_parse(msg, &RtnlWatcher::include, this);
             nlmsg_free(msg);
         }
+        // A read takes one datagram: one notification (a part of a dump holds more).
+        late = std::chrono::steady_clock::now() >= deadline;
     }
-    p.more = taken >= budget;
+    p.more = taken >= budget || late;
     p.events = std::move(events_);
     events_.clear();
     return p;

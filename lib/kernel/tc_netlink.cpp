@@ -17,8 +17,8 @@ namespace dpo::kernel {
 namespace {
 
 // Requests go out in batches of at most this many bytes (well under the socket's send
-// buffer) and at most receive buffer / kAnswerRoom changes: every change is answered by
-// an echo (the filter as the kernel keeps it) and an ack, and each holds a whole skb of
+// buffer) and at most receive buffer / kAnswerRoom changes: observed, every change is
+// answered by an echo (the filter as the kernel keeps it) and an ack, and each holds a whole skb of
 // the receive buffer until read. With the kernel's default buffer (208 KiB) a 64 KiB
 // batch of ~230-byte requests once overran it, and the answers lost with it left the
 // sender waiting.
@@ -169,7 +169,7 @@ Result<Done> TcNetlink::ensure_clsact(const std::string& dev) {
     program::Applied answer;
     answer.results.resize(1);
     std::size_t answered = 0;
-    send_batch(batch, {{nlh->nlmsg_seq, 0}}, answer, answered);
+    send_batch(batch, {{nlh->nlmsg_seq, 0}}, answer, answered, true);
     // What others did meanwhile is handed over by the next poll_events().
     for (std::size_t i = 0; i < answer.events.size(); ++i) held_.events.push_back(std::move(answer.events[i]));
     held_.overrun = held_.overrun || answer.overrun;
@@ -195,8 +195,17 @@ program::Applied TcNetlink::apply(const std::vector<program::Change>& changes) {
     std::vector<char> batch;
     std::vector<Sent> sent;
     std::size_t answered = 0;
+    // Observed, every change is answered in order (its echo or its error, then its ack),
+    // which places what others did among our changes. Unobserved (a first start: nobody
+    // else is heard), only the last change of a batch asks for an ack: the kernel answers
+    // the others only when they fail, and in order, so that one ack says the rest went
+    // in. It saves the kernel an answer per change and us reading it.
+    const bool ack_each = observed_;
+    std::size_t last = 0;  // offset of the batch's last message
     auto flush = [&] {
-        if (!sent.empty()) send_batch(batch, sent, out, answered);
+        if (sent.empty()) return;
+        if (!ack_each) reinterpret_cast<nlmsghdr*>(batch.data() + last)->nlmsg_flags |= NLM_F_ACK;
+        send_batch(batch, sent, out, answered, ack_each);
         batch.clear();
         sent.clear();
     };
@@ -209,8 +218,9 @@ program::Applied TcNetlink::apply(const std::vector<program::Change>& changes) {
                 ? put_del_filter(buf.data(), {c.ifindex, c.rule.chain, c.rule.prio, c.rule.protocol, c.handle})
                 : put_replace_action(buf.data(), c.action);
         nlh->nlmsg_seq = next_seq();
-        if (!observed_) nlh->nlmsg_flags &= static_cast<std::uint16_t>(~NLM_F_ECHO);
+        if (!ack_each) nlh->nlmsg_flags &= static_cast<std::uint16_t>(~(NLM_F_ECHO | NLM_F_ACK));
         if (batch.size() + nlh->nlmsg_len > kBatchBytes || sent.size() >= max_batch_messages_) flush();
+        last = batch.size();
         const auto* bytes = reinterpret_cast<const char*>(nlh);
         batch.insert(batch.end(), bytes, bytes + nlh->nlmsg_len);
         sent.push_back({nlh->nlmsg_seq, i});
@@ -220,7 +230,7 @@ program::Applied TcNetlink::apply(const std::vector<program::Change>& changes) {
 }
 
 void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, program::Applied& out,
-                           std::size_t& answered) {
+                           std::size_t& answered, bool acked_each) {
     stats_.messages += sent.size();
     ++stats_.batches;
     if (mnl_socket_sendto(sock_, buf.data(), buf.size()) < 0) {
@@ -259,6 +269,8 @@ void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>
                 if (r.error) r.extack = extack_of(nlh);
                 answered = std::max(answered, it->second + 1);
                 waiting.erase(it);
+                // The batch's one ack: what did not fail before it went in.
+                if (!acked_each && nlh->nlmsg_seq == sent.back().seq) waiting.clear();
                 continue;
             }
             if (nlh->nlmsg_pid == portid_ && it != waiting.end()) {

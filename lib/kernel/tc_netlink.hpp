@@ -44,9 +44,10 @@ private:
         std::uint32_t seq;
         std::size_t index;  // into the changes of the apply() call
     };
-    // Sends one batch and reads its answers (and what others did meanwhile) into `out`.
+    // Sends one batch and reads its answers (and what others did meanwhile) into `out`;
+    // without `acked_each` only the last message asked for an ack.
     void send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, program::Applied& out,
-                    std::size_t& answered);
+                    std::size_t& answered, bool acked_each);
     // A message that is no answer of ours: what others did, or nothing we care about.
     void take_notification(const nlmsghdr* nlh, program::Applied& out, std::size_t answered);
     std::uint32_t next_seq() { return ++seq_; }

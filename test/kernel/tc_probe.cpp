@@ -7,6 +7,7 @@
 //   tc-probe vxlan DEV      decap rules for a metadata-mode VXLAN device
 #include <net/if.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -120,6 +121,48 @@ std::vector<std::pair<std::string, tc::Rule>> vxlan_samples(const std::string& d
     return out;
 }
 
+// A batch of changes where one is refused: every change gets its own answer, observed
+// (each acked, with its echo) and unobserved (one ack per batch, errors only for the rest).
+int batch_answers(program::Backend& backend, const std::string& dev, int ifindex, std::uint32_t& handle) {
+    int failed = 0;
+    for (const bool observed : {false, true}) {
+        backend.set_observed(observed);
+        const char* mode = observed ? "observed" : "unobserved";
+        for (const std::size_t refused : {std::size_t{2}, std::size_t{4}}) {  // in the middle; the last
+            std::vector<program::Change> batch;
+            const std::uint16_t prio = static_cast<std::uint16_t>(observed ? 20 + refused : 10 + refused);
+            for (std::size_t i = 0; i < 5; ++i) {
+                program::Change c;
+                c.kind = program::Change::Kind::Add;
+                c.ifindex = ifindex;
+                c.rule = base(dev, 7, prio, tc::kEth8021Q);
+                c.rule.match.vlan_id = static_cast<std::uint16_t>(1000 + i);
+                c.rule.actions = {tc::Drop{}};
+                c.handle = i == refused ? batch.front().handle : handle++;  // taken: EEXIST
+                batch.push_back(std::move(c));
+            }
+            const auto applied = backend.apply(batch);
+            std::string got;
+            bool ok = applied.results.size() == batch.size();
+            for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+                const auto& r = applied.results[i];
+                got += (i ? " " : "") + std::string(r.lost ? "lost" : r.error ? std::strerror(r.error) : "ok");
+                ok = !r.lost && (i == refused ? r.error == EEXIST : r.error == 0) &&
+                     (!observed || i == refused || r.in_hw || r.not_in_hw);
+            }
+            std::size_t installed = 0;
+            if (auto dump = backend.dump(dev))
+                for (const auto& f : *dump)
+                    if (f.rule.chain == 7 && f.rule.prio == prio) ++installed;
+            ok = ok && installed == batch.size() - 1;
+            std::printf("%s %s batch of 5 adds, #%zu refused (a taken handle): answers [%s], %zu installed\n",
+                        ok ? "PASS" : "FAIL", mode, refused + 1, got.c_str(), installed);
+            failed += ok ? 0 : 1;
+        }
+    }
+    return failed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -177,5 +220,6 @@ int main(int argc, char** argv) {
                         found->not_in_hw ? "not_in_hw" : (found->in_hw ? "in_hw" : "no hw flag"));
         }
     }
+    if (std::strcmp(argv[1], "vlan") == 0) failed += batch_answers(backend, dev, ifindex, handle);
     return failed ? 1 : 0;
 }

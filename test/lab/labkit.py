@@ -36,6 +36,7 @@ SOL_PACKET = 263
 PACKET_AUXDATA = 8
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
+SO_TIMESTAMPNS = 35   # asm-generic/socket.h (SCM_TIMESTAMPNS is the same number)
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
 
 # Default bounds. `expect` returns as soon as its frame arrives; the timeout only
@@ -75,6 +76,10 @@ class Capture:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             try:
                 s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+                # The kernel's time of each frame (an outgoing one as it left, an incoming
+                # one as it arrived), not the time Python got to it: latencies measured
+                # from frame times leave out the interpreter, slow under emulation.
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 s.bind((dev, ETH_P_ALL))
             except OSError as e:
                 s.close()
@@ -95,13 +100,17 @@ class Capture:
         """One frame as a scapy Ether (VLAN tag restored), or None when none is queued."""
         from scapy.layers.l2 import Ether
         try:
-            data, anc, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(20))
+            data, anc, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16))
         except BlockingIOError:
             return None
         pkttype = addr[2]
         if not self._wanted_direction(pkttype):
             return False
+        stamp = None
         for level, typ, cdata in anc:
+            if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(cdata) >= 16:
+                sec, nsec = struct.unpack("=qq", cdata[:16])
+                stamp = sec + nsec / 1e9
             if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= 20:
                 status, _len, _snap, _mac, _net, tci, tpid = struct.unpack("=IIIHHHH", cdata[:20])
                 if status & TP_STATUS_VLAN_VALID:
@@ -111,7 +120,7 @@ class Capture:
         pkt = Ether(data)
         pkt.sniffed_on = self.dev
         pkt.direction = pkttype
-        pkt.time = time.time()
+        pkt.time = stamp if stamp is not None else time.time()
         return pkt
 
     def expect(self, match, timeout=EXPECT_TIMEOUT):

@@ -20,6 +20,7 @@ turned on only for the TTL 1 check, where the kernel must answer.
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -480,6 +481,13 @@ def check_foreign_changes(lab, daemon, p101):
                                "put back", ["tc", "qdisc", "del", "dev", "p0", "clsact"], p101)
     back = len(rule_blocks(tc_filters(lab)))
     lab.check(f"every rule is back after the qdisc ({back} of {n})", back == n, f"{back} rules, {n} before")
+    # An operator's request: SIGUSR1 compares with a full dump now; nothing has drifted.
+    daemon.skip_to_now()
+    daemon.proc.send_signal(signal.SIGUSR1)
+    rec, line = daemon.next_event("audit", 5.0, lambda f: f.get("reason") == "signal")
+    lab.check(f"SIGUSR1: an audit on request finds no drift ({line.strip()})",
+              rec is not None and rec.get("drift") == "0" and rec.get("dumps") not in (None, "0"),
+              "want `audit reason=signal dumps>=1 drift=0`")
 
 
 def check_restart(lab, config, daemon, p101):

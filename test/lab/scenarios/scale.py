@@ -7,13 +7,16 @@
 - With NAT, at 10 and then 10,000 routes: a new subscriber's first packet against a packet
   that is not punted (it must not grow with the table); one route change (its messages, no
   dump); a burst of 10,000 route changes (no overrun at the default buffers, converged after,
-  a first packet sent while the daemon works through it served between slices).
-- The daemon's peak memory (VmHWM) at each size.
+  first packets sent while the daemon works through it served between slices, each within
+  50 ms). Packet delays are the kernel's own timestamps of the frame leaving and the answer
+  arriving on fab0 (SO_TIMESTAMPNS), not the interpreter's.
+- The daemon's peak memory (VmHWM) and CPU (user / system) at each size, and tc's.
 Numbers are printed as notes; the checks hold the daemon to what it must do, with the
 margins emulation needs (TCG is slow and noisy: compare side by side, count operations).
 """
 
 import os
+import resource
 import statistics
 
 import subprocess
@@ -24,7 +27,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from labkit import DaemonProcess, parse_log_line, vlans
+from labkit import PACKET_OUTGOING, DaemonProcess, parse_log_line, vlans
 
 MACS = {"p0.100": "02:dd:00:00:64:01", "p0.101": "02:dd:00:00:65:01", "p0.200": "02:dd:00:00:c8:01"}
 GW = ("10.200.0.254", "02:00:00:00:c8:fe")       # transit's gateway
@@ -42,6 +45,8 @@ NAT = """, "nat": {"zone": 1, "pool": ["198.51.100.0/24"], "ports": {"first": 10
 COLD = (10000, 50000)      # routes for the cold starts
 NAT_ROUTES = 10000
 BURST = 10000              # route changes in the burst
+BURST_SAMPLES = 3          # first packets sent while it is worked through
+BURST_FIRST_LIMIT = 0.050  # seconds from a first packet leaving fab0 to its translation back on fab0
 RATIO = 0.6                # the daemon's cold start against tc -batch of the same rules
 FIRST_SAMPLES = 5
 
@@ -103,6 +108,18 @@ def vm_hwm_mib(proc):
     return None
 
 
+def cpu_seconds(proc):
+    """(user, system) CPU seconds of a running process: system is where the kernel did
+    the work of its netlink requests (they run in the sender's context)."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def tc_batch_seconds(lab, ns, config):
     """`tc -batch` of the daemon's own --dry-run, attached to a fresh device q0 of the same
     namespace (its rules still redirect to p0): (seconds, rules, (exit, errors))."""
@@ -114,10 +131,11 @@ def tc_batch_seconds(lab, ns, config):
         f.write("\n".join(cmds) + "\n")
     try:
         lab.sh_lines(["ip link add q0 type dummy", "ip link set q0 up", "tc qdisc add dev q0 clsact"], ns=ns)
-        t0 = time.monotonic()
+        t0, ru0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         b = lab.sh(["tc", "-batch", path], ns=ns, check=False, timeout=1200)
-        secs = time.monotonic() - t0
-        return secs, len(cmds), (b.returncode, b.stderr.strip()[-300:])
+        secs, ru1 = time.monotonic() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
+        return secs, len(cmds), (b.returncode, b.stderr.strip()[-300:]), cpu
     finally:
         os.unlink(path)
 
@@ -133,16 +151,18 @@ def check_cold_starts(lab, config):
         rec, line = d.next_event("reconciled", 600.0)
         secs = time.monotonic() - d.t_start
         hwm = vm_hwm_mib(d.proc)
+        cpu = cpu_seconds(d.proc) or (0, 0)
         d.stop()
         d.kill()
         if not lab.check(f"{n} routes: the daemon starts and reconciles", rec is not None, line):
             continue
-        tc_s, rules, (rc, err) = tc_batch_seconds(lab, ns, config)
+        tc_s, rules, (rc, err), tc_cpu = tc_batch_seconds(lab, ns, config)
         lab.check(f"{n} routes: tc -batch of the daemon's --dry-run ({rules} rules) is accepted", rc == 0, err)
         ratio = secs / tc_s if tc_s else float("inf")
         lab.note(f"cold start, {n} routes, {rec.get('rules')} rules: the daemon {secs:.1f} s from its start to its "
                  f"first reconciled line (its pass {int(rec.get('ms', 0)) / 1000:.1f} s); tc -batch of the same rules "
-                 f"{tc_s:.1f} s: {ratio:.2f}x; daemon peak memory {hwm or 0:.1f} MiB")
+                 f"{tc_s:.1f} s: {ratio:.2f}x; CPU user/system: the daemon {cpu[0]:.1f}/{cpu[1]:.1f} s, tc "
+                 f"{tc_cpu[0]:.1f}/{tc_cpu[1]:.1f} s; daemon peak memory {hwm or 0:.1f} MiB")
         lab.check(f"{n} routes: cold start in {secs:.1f} s, {ratio:.2f}x the time of tc -batch of the same "
                   f"{rules} rules ({tc_s:.1f} s), want <= {RATIO}x",
                   ratio <= RATIO and rec.get("added") == rec.get("rules") and rec.get("refused") == "0",
@@ -158,12 +178,19 @@ def udp(src, sport, payload, vid=100, dst=REMOTE):
 
 
 def timed(lab, frame, payload, timeout=5.0):
-    cap = lab.capture("fabric", "fab0")
+    """(seconds from the frame leaving fab0 to its answer arriving on fab0, the answer):
+    both times the kernel's (labkit's captures take SO_TIMESTAMPNS), so the interpreter's
+    own pace under emulation is left out; the send call's time when the copy of the sent
+    frame was not seen."""
+    cap = lab.capture("fabric", "fab0", direction="both")
     try:
         t0 = time.time()
         lab.send("fabric", "fab0", frame)
-        got = cap.expect(lambda p: Raw in p and p[Raw].load == payload and vlans(p) == [200], timeout)
-        return (got.time - t0) if got is not None else None, got
+        ours = lambda p: Raw in p and p[Raw].load == payload  # noqa: E731
+        sent = cap.expect(lambda p: ours(p) and p.direction == PACKET_OUTGOING, timeout)
+        got = cap.expect(lambda p: ours(p) and p.direction != PACKET_OUTGOING and vlans(p) == [200], timeout)
+        start = sent.time if sent is not None else t0
+        return (got.time - start) if got is not None else None, got
     finally:
         cap.close()
 
@@ -267,26 +294,31 @@ def check_nat(lab, config):
         # Once the daemon works on the burst (its first pass after it), a first packet.
         started, _l, _i = d.wait_event("reconciled", lambda f: f.get("lane") == "bulk", 30.0, since)
         t_work = time.monotonic()
-        sub = subs.take()
-        payload = b"scale first in the burst"
-        delay, got = timed(lab, udp(sub, 41000, payload), payload)
+        # First packets of new subscribers, one after the other while the burst is worked
+        # through: each is re-injected once its rule is in, between two slices of the burst.
+        delays = []
+        for i in range(BURST_SAMPLES):
+            payload = f"scale first in the burst {i}".encode()
+            delay, got = timed(lab, udp(subs.take(), 41000 + i, payload), payload)
+            delays.append(delay)
         proc.wait(timeout=600)
         os.unlink(path)
         t_done = time.monotonic()
         conv = settle(d, since, 300.0)
         resyncs = d.events("resync", since)
+        shown = ", ".join("lost" if d is None else f"{d * 1000:.0f}" for d in delays)
         lab.note(f"burst: {BURST} route changes written in {t_done - t_burst:.1f} s; the daemon's first pass after "
-                 f"{t_work - t_burst:.2f} s; the first packet sent then came out after "
-                 f"{delay * 1000:.0f} ms" if delay is not None else "burst: the first packet did not come out")
+                 f"{t_work - t_burst:.2f} s; first packets sent from then on came out after {shown} ms")
         lab.check(f"burst of {BURST} route changes: no netlink overrun at the default buffers, converged "
                   f"({' '.join(f'{k}={v}' for k, v in (conv or {}).items() if k in ('rules', 'queued', 'ms'))})",
                   started is not None and not resyncs and conv is not None and conv.get("queued") == "0",
                   f"resyncs {resyncs[:2]}; last {conv}")
-        lab.check(f"burst: a first packet sent while the daemon works through it is served between slices "
-                  f"({delay * 1000:.0f} ms; idle {f10k * 1000:.0f} ms)" if delay is not None and f10k else
-                  "burst: a first packet sent in it is served",
-                  delay is not None and got is not None and f10k is not None and delay <= f10k + 0.050,
-                  "not seen" if delay is None else f"{delay * 1000:.0f} ms, want <= idle + 50 ms")
+        worst = None if None in delays else max(delays)
+        lab.check(f"burst: first packets sent while the daemon works through it are served between slices, "
+                  f"within {BURST_FIRST_LIMIT * 1000:.0f} ms ({shown} ms; idle {f10k * 1000:.0f} ms)"
+                  if f10k else "burst: first packets sent in it are served",
+                  worst is not None and worst <= BURST_FIRST_LIMIT,
+                  f"{shown} ms, want each <= {BURST_FIRST_LIMIT * 1000:.0f} ms")
         # Converged means forwarding: a changed route now leaves via the other gateway.
         payload = b"scale after the burst"
         cap = lab.capture("fabric", "fab0")

@@ -5,6 +5,9 @@
 daemon's own netlink code, dumps it back and compares: a rule the kernel refuses, or
 keeps differently from what the daemon sent, would make the daemon replace it on every
 pass. One check per sample, on an uplink-like veth and on a metadata-mode VXLAN device.
+On the veth also: a batch with one change refused gets one answer per change, observed
+(an echo and an ack each) and unobserved (a first start: one ack for the batch, the
+kernel answering only what failed).
 """
 
 import os
