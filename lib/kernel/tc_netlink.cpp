@@ -229,6 +229,12 @@ program::Applied TcNetlink::apply(const std::vector<program::Change>& changes) {
     return out;
 }
 
+void TcNetlink::submit(const std::vector<program::Change>& changes) {
+    submitted_ = std::async(std::launch::async, [this, &changes] { return apply(changes); });
+}
+
+program::Applied TcNetlink::collect() { return submitted_.valid() ? submitted_.get() : program::Applied{}; }
+
 void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>& sent, program::Applied& out,
                            std::size_t& answered, bool acked_each) {
     stats_.messages += sent.size();

@@ -9,6 +9,7 @@
 
 #include <libmnl/libmnl.h>
 
+#include <future>
 #include <memory>
 
 #include "core/program/backend.hpp"
@@ -24,6 +25,10 @@ public:
     ~TcNetlink() override;
 
     program::Applied apply(const std::vector<program::Change>& changes) override;
+    // On a thread of its own: the kernel works on a batch (in the sender's context) while
+    // the engine compiles the next one, on another CPU.
+    void submit(const std::vector<program::Change>& changes) override;
+    program::Applied collect() override;
     program::Applied poll_events() override;
     int event_fd() const override { return listen_ ? mnl_socket_get_fd(sock_) : -1; }
     using program::Backend::dump;
@@ -61,6 +66,7 @@ private:
     std::uint32_t portid_ = 0;
     Stats stats_;
     program::Applied held_;  // notifications read outside apply() and poll_events()
+    std::future<program::Applied> submitted_;
 };
 
 }  // namespace dpo::kernel

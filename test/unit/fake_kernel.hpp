@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,24 @@ public:
         return it == ifindex.end() ? 0 : it->second;
     }
 
+    // As the netlink backend does: the batch goes in while the caller works on, and its
+    // answers come at collect(). Here it goes in only at collect(), the latest it could,
+    // and anything else asked of the kernel in between is a bug of the caller's.
+    void submit(const std::vector<program::Change>& cs) override {
+        idle();
+        submitted = &cs;
+    }
+    program::Applied collect() override {
+        const auto* cs = std::exchange(submitted, nullptr);
+        return cs ? apply(*cs) : program::Applied{};
+    }
+    void idle() const {
+        if (submitted) throw std::logic_error("fake kernel: asked for something while a batch is in flight");
+    }
+    const std::vector<program::Change>* submitted = nullptr;
+
     program::Applied apply(const std::vector<program::Change>& cs) override {
+        idle();
         ++batches;
         program::Applied out;
         take_pending(out, 0);
@@ -68,18 +86,23 @@ public:
     }
 
     program::Applied poll_events() override {
+        idle();
         program::Applied out;
         take_pending(out, 0);
         return out;
     }
     int event_fd() const override { return -1; }
 
-    void set_observed(bool on) override { observed = on; }
+    void set_observed(bool on) override {
+        idle();
+        observed = on;
+    }
     bool observed = true;
     std::size_t terse_dumps = 0;
 
     using program::Backend::dump;
     Result<Done> dump(const std::string& name, bool terse, const Visitor& each) override {
+        idle();
         ++(terse ? terse_dumps : dumps);
         const int i = dev(name);
         if (!i) return fail("no device " + name);
@@ -98,6 +121,7 @@ public:
     }
 
     Result<Done> ensure_clsact(const std::string& name) override {
+        idle();
         ++clsact_requests;
         const int i = dev(name);
         if (!i) return fail("no device " + name);

@@ -558,7 +558,7 @@ Pass Engine::start_pass(Time now) {
         ++p.keys;
         if (cold && out.size() >= options_.start_slice_changes) {
             finish_adjacencies(out);
-            send(out, p, now);
+            send_overlapped(out, p, now);
             out = Outgoing{};
         }
     }
@@ -689,8 +689,27 @@ void Engine::audit(Pass& p, bool at_start, bool terse) {
 namespace dpo::engine {
 
 void Engine::send(Outgoing& out, Pass& p, Time now) {
-    std::vector<program::Change> changes;
-    std::vector<const tc::Identity*> idents;  // the rule each change is about; nullptr: none we track
+    land(p, now);
+    InFlight batch = prepare(out, p, now);
+    if (batch.changes.empty()) return;
+    in_flight_ = std::move(batch);
+    tc_.submit(in_flight_->changes);  // they stay where they are until landed
+    land(p, now);
+}
+
+void Engine::send_overlapped(Outgoing& out, Pass& p, Time now) {
+    InFlight batch = prepare(out, p, now);  // while the kernel works on the batch before
+    land(p, now);
+    if (batch.changes.empty()) return;
+    in_flight_ = std::move(batch);
+    tc_.submit(in_flight_->changes);  // they stay where they are until landed
+    sending_ = true;  // its rules stay in the table until their answers are in
+}
+
+Engine::InFlight Engine::prepare(Outgoing& out, Pass& p, Time now) {
+    InFlight batch;
+    auto& changes = batch.changes;
+    auto& idents = batch.idents;  // the rule each change is about; nullptr: none we track
     // Deletes first: a stale rule must not shadow its replacement in between.
     std::sort(out.deletes.begin(), out.deletes.end());
     out.deletes.erase(std::unique(out.deletes.begin(), out.deletes.end()), out.deletes.end());
@@ -750,6 +769,7 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
                 continue;
             }
             if (!clsact_ok_[ifindex]) {
+                land(p, now);  // the backend does one thing at a time
                 if (auto q = tc_.ensure_clsact(c.rule.dev); !q) {
                     p.problems.push_back(q.error());
                     ++p.retried;
@@ -766,8 +786,16 @@ void Engine::send(Outgoing& out, Pass& p, Time now) {
         changes.push_back(std::move(c));
         idents.push_back(id);
     }
-    if (changes.empty()) return;
-    const program::Applied applied = tc_.apply(changes);
+    return batch;
+}
+
+void Engine::land(Pass& p, Time now) {
+    if (!in_flight_) return;
+    const program::Applied applied = tc_.collect();
+    const InFlight batch = std::move(*in_flight_);
+    in_flight_.reset();
+    const auto& changes = batch.changes;
+    const auto& idents = batch.idents;
     sending_ = true;
     p.messages += changes.size();
     // In the order it happened: what others did between two of our changes applies to

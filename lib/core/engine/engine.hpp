@@ -225,7 +225,18 @@ private:
     // A full dump compares contents; a terse one only where our rules are, whose they are
     // and whether they are in hardware.
     void audit(Pass& p, bool at_start, bool terse);
+    // The changes of one batch, with the rule each is about (nullptr: none we track).
+    struct InFlight {
+        std::vector<program::Change> changes;
+        std::vector<const tc::Identity*> idents;
+    };
+    // Sends and takes the answers.
     void send(Outgoing& out, Pass& p, Time now);
+    // Sends, and takes the answers of the batch sent before (a first start: the kernel
+    // inserts one slice while the next is compiled).
+    void send_overlapped(Outgoing& out, Pass& p, Time now);
+    InFlight prepare(Outgoing& out, Pass& p, Time now);
+    void land(Pass& p, Time now);  // the answers of the batch in flight, if any
     void apply_result(const program::Change& c, const tc::Identity* id, const program::ChangeResult& r, Pass& p,
                       Time now);
     void apply_event(const program::TcEvent& e, Pass& p, Time now);
@@ -275,6 +286,7 @@ private:
     // While a batch's answers are applied, entries stay (the changes point at them) and
     // those that should go are erased after.
     bool sending_ = false;
+    std::optional<InFlight> in_flight_;
     std::vector<const tc::Identity*> erase_after_;
     bool deletes_due_ = false;
     std::size_t wanted_ = 0, installed_ = 0, in_hw_ = 0, not_in_hw_ = 0, refused_ = 0;

@@ -85,6 +85,12 @@ public:
     virtual ~Backend() = default;
     // Sends the changes in batches, in order; a refusal does not stop the rest.
     virtual Applied apply(const std::vector<Change>& changes) = 0;
+    // apply() in two halves, so that the caller can work while the kernel does: submit()
+    // starts it, collect() waits for and returns its answers. `changes` must stay as they
+    // are until then, and nothing else may be asked of the backend in between. By default
+    // submit() applies at once (a fake kernel has nothing to overlap).
+    virtual void submit(const std::vector<Change>& changes) { submitted_ = apply(changes); }
+    virtual Applied collect() { return std::move(submitted_); }
     // What others did since the last call, without waiting.
     virtual Applied poll_events() = 0;
     // Readable when notifications wait; -1 when the backend has none to offer.
@@ -108,6 +114,9 @@ public:
     virtual void set_observed(bool on) = 0;
     // The clsact qdisc the rules hang on; an existing one is fine.
     virtual Result<Done> ensure_clsact(const std::string& dev) = 0;
+
+private:
+    Applied submitted_;
 };
 
 }  // namespace dpo::program
