@@ -134,7 +134,7 @@ std::optional<Neighbour> neighbour_of(rtnl_neigh* n) {
 
 }  // namespace
 
-KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes, nl_cache* neigh) {
+KernelState state_from_caches(nl_cache* links, nl_cache* addrs, const RouteStore& routes, nl_cache* neigh) {
     KernelState k;
     for_each(links, [&](nl_object* o) {
         if (auto l = link_of(reinterpret_cast<rtnl_link*>(o))) k.links[l->ifindex] = std::move(*l);
@@ -142,7 +142,8 @@ KernelState state_from_caches(nl_cache* links, nl_cache* addrs, nl_cache* routes
     for_each(addrs, [&](nl_object* o) {
         if (auto a = address_of(reinterpret_cast<rtnl_addr*>(o))) k.addresses.push_back(*a);
     });
-    for_each(routes, [&](nl_object* o) {
+    k.routes.reserve(routes.size());
+    routes.for_each([&](nl_object* o) {
         if (auto r = route_of(reinterpret_cast<rtnl_route*>(o))) k.routes.push_back(std::move(*r));
     });
     for_each(neigh, [&](nl_object* o) {
@@ -187,13 +188,12 @@ Result<KernelState> read_kernel_state() {
     if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0)
         return fail(std::string("cannot dump addresses: ") + nl_geterror(err));
     Cache addrs(raw);
-    if (int err = rtnl_route_alloc_cache(sock.get(), AF_UNSPEC, 0, &raw); err < 0)
-        return fail(std::string("cannot dump routes: ") + nl_geterror(err));
-    Cache routes(raw);
+    RouteStore routes;
+    if (auto dumped = routes.dump(sock.get()); !dumped) return fail("cannot dump routes: " + dumped.error());
     if (int err = rtnl_neigh_alloc_cache(sock.get(), &raw); err < 0)
         return fail(std::string("cannot dump neighbours: ") + nl_geterror(err));
     Cache neigh(raw);
-    return state_from_caches(links.get(), addrs.get(), routes.get(), neigh.get());
+    return state_from_caches(links.get(), addrs.get(), routes, neigh.get());
 }
 
 }  // namespace dpo::kernel

@@ -7,10 +7,12 @@
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/object.h>
+#include <netlink/socket.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -41,15 +43,31 @@ Result<Done> RtnlWatcher::start() {
     // SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; SO_RCVBUF is the fallback.
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer_, sizeof receive_buffer_) != 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_, sizeof receive_buffer_);
+    // Routes: subscribed to before they are dumped, so that no change falls between.
+    for (int group : {RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE}) {
+        if (setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) != 0) {
+            stop();
+            return fail(std::string("subscribe routes: ") + std::strerror(errno));
+        }
+    }
     struct Want {
         const char* name;
         nl_cache** cache;
-    } wants[] = {{"route/link", &links_}, {"route/addr", &addrs_}, {"route/route", &routes_}, {"route/neigh", &neigh_}};
+    } wants[] = {{"route/link", &links_}, {"route/addr", &addrs_}, {"route/neigh", &neigh_}};
     for (const auto& w : wants) {
         if (int err = nl_cache_mngr_add(mngr_, w.name, on_change, &events_, w.cache); err < 0) {
             stop();
             return fail(std::string("subscribe ") + w.name + ": " + nl_geterror(err));
         }
+    }
+    std::unique_ptr<nl_sock, void (*)(nl_sock*)> sock(nl_socket_alloc(), nl_socket_free);
+    if (!sock || nl_connect(sock.get(), NETLINK_ROUTE) < 0) {
+        stop();
+        return fail(std::string("route dump: cannot connect to rtnetlink"));
+    }
+    if (auto dumped = routes_.dump(sock.get()); !dumped) {
+        stop();
+        return fail(dumped.error());
     }
     return Done{};
 }
@@ -57,7 +75,8 @@ Result<Done> RtnlWatcher::start() {
 void RtnlWatcher::stop() {
     if (mngr_) nl_cache_mngr_free(mngr_);  // frees the caches it manages too
     mngr_ = nullptr;
-    links_ = addrs_ = routes_ = neigh_ = nullptr;
+    links_ = addrs_ = neigh_ = nullptr;
+    routes_.clear();
 }
 
 int RtnlWatcher::fd() const { return nl_cache_mngr_get_fd(mngr_); }
@@ -96,6 +115,7 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget, std::chro
             nl_msg* msg = nlmsg_convert(nlh);
             if (!msg) continue;
             nlmsg_set_proto(msg, NETLINK_ROUTE);
+            flags_ = nlh->nlmsg_flags;  // NLM_F_APPEND tells a route's second alias
             nl_msg_parse(msg, &RtnlWatcher::include, this);
             nlmsg_free(msg);
         }
@@ -111,9 +131,12 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget, std::chro
 void RtnlWatcher::include(nl_object* o, void* self) {
     auto* w = static_cast<RtnlWatcher*>(self);
     const std::string_view type = nl_object_get_type(o);
+    if (type == "route/route") {
+        w->routes_.include(o, w->flags_, &w->events_);
+        return;
+    }
     nl_cache* cache = type == "route/link"    ? w->links_
                       : type == "route/addr"  ? w->addrs_
-                      : type == "route/route" ? w->routes_
                       : type == "route/neigh" ? w->neigh_
                                               : nullptr;
     if (cache) nl_cache_include(cache, o, on_change, &w->events_);

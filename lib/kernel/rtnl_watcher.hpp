@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #pragma once
-// Follows links, addresses, routes and neighbours with libnl-route-3's cache manager:
-// it subscribes to the multicast groups before it dumps, so no change falls between the
-// two, and it merges what the kernel sends piecewise (an IPv6 multipath route's next
-// hops). Each change comes out as one typed event for the model (model/kernel_model.hpp).
+// Follows links, addresses and neighbours with libnl-route-3's cache manager, and routes
+// on the manager's socket with a store of its own (route_store.hpp: libnl's route cache
+// is quadratic at 100k routes and wrong on IPv6 replace). Every group is subscribed to
+// before its dump, so no change falls between the two. Each change comes out as one
+// typed event for the model (model/kernel_model.hpp).
 // A netlink overrun (ENOBUFS) loses events: the watcher then rebuilds its caches from a
 // fresh dump and hands over the whole snapshot, which the model turns into changes.
 
@@ -15,6 +16,7 @@
 #include "core/model/kernel_model.hpp"
 #include "core/model/kernel_state.hpp"
 #include "core/result.hpp"
+#include "kernel/route_store.hpp"
 
 struct nl_cache_mngr;
 struct nl_cache;
@@ -56,7 +58,8 @@ private:
     nl_cache_mngr* mngr_ = nullptr;
     nl_cache* links_ = nullptr;
     nl_cache* addrs_ = nullptr;
-    nl_cache* routes_ = nullptr;
+    RouteStore routes_;  // not libnl's route cache: see route_store.hpp
+    std::uint16_t flags_ = 0;  // of the message being parsed
     nl_cache* neigh_ = nullptr;
     static void include(nl_object* o, void* self);
 
