@@ -5,11 +5,13 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <future>
 #include <set>
 
 #include "core/compile/compiler.hpp"
@@ -66,13 +68,14 @@ public:
             }
             if (rtnl_more_) timeout = 0;  // events are waiting still: read them after a look around
             NatRuntime* nat = nat_.get();
-            pollfd fds[6] = {{sfd, POLLIN, 0},
+            pollfd fds[7] = {{sfd, POLLIN, 0},
                              {watcher_.fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
                              {tc_.event_fd(), POLLIN, 0},
                              {nat ? nat->punt_fd() : -1, POLLIN, 0},
                              {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
-                             {nat ? nat->timer_fd() : -1, POLLIN, 0}};
-            if (poll(fds, 6, timeout) < 0) {
+                             {nat ? nat->timer_fd() : -1, POLLIN, 0},
+                             {reload_.parsing.valid() ? reload_.done_fd : -1, POLLIN, 0}};
+            if (poll(fds, 7, timeout) < 0) {
                 if (errno == EINTR) continue;
                 log::error("poll-failed", {{"reason", std::strerror(errno)}});
                 return kExitFailure;
@@ -93,11 +96,12 @@ public:
                 if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
                 if (fds[5].revents) engine_.subscribers(nat->on_timer(), false, now2);
             }
+            if (fds[6].revents) reloaded(Clock::now());
             if (fds[0].revents) {
                 signalfd_siginfo si{};
                 if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;
                 if (si.ssi_signo == SIGHUP) {
-                    reload(Clock::now());
+                    reload();
                     continue;
                 }
                 if (si.ssi_signo == SIGUSR1) {  // an operator asks: compare with a full dump now
@@ -223,8 +227,34 @@ private:
                                  {"ms", std::to_string(static_cast<long>(ms))}});
     }
 
-    void reload(Clock::time_point now) {
-        auto next = load_mapping(file_);
+    // The file is read and checked on a thread of its own, so that the loop goes on
+    // serving events meanwhile: the checks are linear in the file and bounded (4 MiB,
+    // 32 levels), but a big file still takes a few hundred ms. A SIGHUP while one is
+    // read is kept and read after it (the file may have changed again).
+    void reload() {
+        if (reload_.parsing.valid()) {
+            reload_.again = true;
+            return;
+        }
+        if (reload_.done_fd < 0) reload_.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (reload_.done_fd < 0) {  // no thread to tell us: read it here
+            reload_.parsing = std::async(std::launch::deferred, load_mapping, file_);
+            reloaded(Clock::now());
+            return;
+        }
+        reload_.parsing = std::async(std::launch::async, [file = file_, fd = reload_.done_fd] {
+            auto r = load_mapping(file);
+            const std::uint64_t one = 1;
+            (void)!write(fd, &one, sizeof one);
+            return r;
+        });
+    }
+
+    void reloaded(Clock::time_point now) {
+        std::uint64_t count = 0;
+        if (reload_.done_fd >= 0) (void)!read(reload_.done_fd, &count, sizeof count);
+        auto next = reload_.parsing.get();  // ready: the thread wrote done_fd last
+        if (std::exchange(reload_.again, false)) reload();
         if (!next) {
             log_problems(next.error());
             log::error("reload-refused", {{"file", file_}, {"kept", "running configuration"}});
@@ -261,6 +291,15 @@ private:
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
     bool rtnl_more_ = false;
+    struct Reload {
+        std::future<Result<Mapping, Problems>> parsing;  // valid while a file is read
+        int done_fd = -1;                                // written when it is
+        bool again = false;                              // a SIGHUP came meanwhile
+        ~Reload() {
+            if (parsing.valid()) parsing.wait();
+            if (done_fd >= 0) close(done_fd);
+        }
+    } reload_;
 };
 
 }  // namespace

@@ -3,20 +3,47 @@
 
 #include <unistd.h>
 
+#include "text.hpp"
+
 namespace dpo::log {
 
 namespace {
-void append_value(std::string& out, const std::string& v) {
-    const bool plain = !v.empty() && v.find_first_of(" \t\n\"=\\") == std::string::npos;
+// A value goes out bare when that cannot be misread, else quoted, with quotes,
+// backslashes, tabs and newlines escaped, and any other control character or byte that
+// is not well-formed UTF-8 (text.hpp) as \xNN: a line stays one line, and a terminal
+// or journal reader shows what came from outside without obeying it.
+void append_value(std::string& out, std::string_view v) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    bool plain = !v.empty();
+    for (std::string_view rest = v; plain && !rest.empty();) {
+        const std::size_t n = utf8_char_length(rest);
+        const auto c = static_cast<unsigned char>(rest[0]);
+        plain = n > 1 || (n == 1 && c > 0x20 && c != 0x7f && c != '"' && c != '=' && c != '\\');
+        rest.remove_prefix(n ? n : 1);
+    }
     if (plain) {
         out += v;
         return;
     }
     out += '"';
-    for (char c : v) {
-        if (c == '"' || c == '\\') out += '\\';
-        if (c == '\n') { out += "\\n"; continue; }
-        out += c;
+    while (!v.empty()) {
+        const std::size_t n = utf8_char_length(v);
+        const auto c = static_cast<unsigned char>(v[0]);
+        if (n == 1 && (c == '"' || c == '\\')) {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (n == 1 && c == '\n') {
+            out += "\\n";
+        } else if (n == 1 && c == '\t') {
+            out += "\\t";
+        } else if (n == 0 || (n == 1 && (c < 0x20 || c == 0x7f))) {
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        } else {
+            out.append(v.substr(0, n));
+        }
+        v.remove_prefix(n ? n : 1);
     }
     out += '"';
 }

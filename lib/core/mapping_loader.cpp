@@ -11,14 +11,21 @@
 #include <set>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
+
+#include "text.hpp"
 
 namespace dpo {
 
 using json = nlohmann::json;
 
 std::string Problem::str() const {
-    return file + ": " + (path.empty() ? std::string("(document)") : path) + ": " + reason;
+    return printable(file) + ": " + (path.empty() ? std::string("(document)") : printable(path)) + ": " +
+           printable(reason);
 }
 
 namespace {
@@ -40,7 +47,9 @@ std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 // nlohmann keeps the last of duplicate keys silently; an operator who wrote a key
 // twice meant something, so a SAX pass finds them (and syntax errors, with line and
-// column) before the DOM is built.
+// column) before the DOM is built. It also bounds the nesting (kMaxMappingDepth), and
+// its cost is linear in the file: a value's JSON Pointer is put together only when a
+// problem names it, and no more than kMaxMappingProblems problems are kept.
 class DuplicateKeyFinder : public json::json_sax_t {
 public:
     DuplicateKeyFinder(std::string_view text, const std::string& file, Problems& out)
@@ -54,24 +63,16 @@ public:
     bool string(std::string&) override { return value(); }
     bool binary(json::binary_t&) override { return value(); }
 
-    bool start_object(std::size_t) override {
-        const std::string at = path_of_next_value();
-        stack_.push_back(Frame{at, true, {}, {}, 0});
-        return true;
-    }
+    bool start_object(std::size_t) override { return start(true); }
     bool key(std::string& k) override {
         auto& f = stack_.back();
         if (!f.keys.insert(k).second)
-            out_.push_back({file_, child(f.path, k), "key " + in_quotes(k) + " appears more than once in this object"});
+            report(child(path(), k), "key " + in_quotes(k) + " appears more than once in this object");
         f.key = k;
         return true;
     }
     bool end_object() override { return end_container(); }
-    bool start_array(std::size_t) override {
-        const std::string at = path_of_next_value();
-        stack_.push_back(Frame{at, false, {}, {}, 0});
-        return true;
-    }
+    bool start_array(std::size_t) override { return start(false); }
     bool end_array() override { return end_container(); }
 
     bool parse_error(std::size_t position, const std::string&, const json::exception& ex) override {
@@ -85,28 +86,45 @@ public:
         std::string what = ex.what();
         // "[json.exception.parse_error.101] parse error at line 3, column 5: syntax error ..."
         if (const auto p = what.find("syntax error"); p != std::string::npos) what = what.substr(p);
-        out_.push_back({file_, "", "not valid JSON: line " + std::to_string(line) + ", column " +
-                                       std::to_string(column) + ": " + what});
+        report("", "not valid JSON: line " + std::to_string(line) + ", column " + std::to_string(column) + ": " + what);
         syntax_error_ = true;
         return false;
     }
 
     bool syntax_error() const { return syntax_error_; }
+    bool too_deep() const { return too_deep_; }
+    std::size_t dropped() const { return dropped_; }
 
 private:
     struct Frame {
-        std::string path;
         bool is_object;
         std::set<std::string> keys;
-        std::string key;
-        std::size_t index;
+        std::string key;        // the key of the value being read, in an object
+        std::size_t index = 0;  // the index of the value being read, in an array
     };
 
-    std::string path_of_next_value() {
-        if (stack_.empty()) return "";
-        auto& f = stack_.back();
-        if (f.is_object) return child(f.path, f.key);
-        return child(f.path, f.index++);
+    bool start(bool is_object) {
+        if (stack_.size() >= kMaxMappingDepth) {
+            report(path(), "nested deeper than " + std::to_string(kMaxMappingDepth) +
+                               " levels (the mapping needs a few): not a mapping file");
+            too_deep_ = true;
+            return false;  // stops the parse here
+        }
+        stack_.push_back(Frame{is_object, {}, {}, 0});
+        return true;
+    }
+    // The JSON Pointer of the container being read (of the value being read, with child()).
+    std::string path() const {
+        std::string at;
+        for (std::size_t i = 0; i + 1 < stack_.size(); ++i) {
+            const Frame& f = stack_[i];
+            at = f.is_object ? child(at, f.key) : child(at, f.index);
+        }
+        return at;
+    }
+    void report(std::string at, std::string reason) {
+        if (out_.size() < kMaxMappingProblems) out_.push_back({file_, std::move(at), std::move(reason)});
+        else ++dropped_;
     }
     bool value() {
         if (!stack_.empty() && !stack_.back().is_object) ++stack_.back().index;
@@ -114,14 +132,16 @@ private:
     }
     bool end_container() {
         stack_.pop_back();
-        return true;
+        return value();  // the container was a value of its parent
     }
 
     std::string_view text_;
     const std::string& file_;
     Problems& out_;
     std::vector<Frame> stack_;
+    std::size_t dropped_ = 0;  // problems past kMaxMappingProblems, counted only
     bool syntax_error_ = false;
+    bool too_deep_ = false;
 };
 
 const char* type_name(const json& v) {
@@ -547,9 +567,21 @@ void check_relations(Checker& c, const Mapping& m, const std::vector<std::size_t
 
 Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string& file) {
     Problems problems;
+    if (text.size() > kMaxMappingBytes)
+        return fail(Problems{{file, "", "larger than " + std::to_string(kMaxMappingBytes >> 20) +
+                                            " MiB: not a mapping file (a few KiB describe thousands of interfaces)"}});
     DuplicateKeyFinder finder(text, file, problems);
     json::sax_parse(text, &finder);
-    if (finder.syntax_error()) return fail(std::move(problems));
+    const auto capped = [&](Problems ps) {
+        std::size_t more = finder.dropped();
+        if (ps.size() > kMaxMappingProblems) {
+            more += ps.size() - kMaxMappingProblems;
+            ps.resize(kMaxMappingProblems);
+        }
+        if (more > 0) ps.push_back({file, "", std::to_string(more) + " more problems: not shown"});
+        return ps;
+    };
+    if (finder.syntax_error() || finder.too_deep()) return fail(capped(std::move(problems)));
     const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded()) {  // the SAX pass should have caught it; never trust that blindly
         problems.push_back({file, "", "not valid JSON"});
@@ -589,20 +621,56 @@ Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string
     (void)c.optional_integer(doc, "", "route_table", m.route_table, 1, 4294967295u, "a route table id");
     check_relations(c, m, indices, doc);
 
-    if (!problems.empty()) return fail(std::move(problems));
+    if (!problems.empty()) return fail(capped(std::move(problems)));
     return m;
 }
 
 Result<Mapping, Problems> load_mapping(const std::string& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
+    // Not blocking on a FIFO, and a regular file only: a directory, a device (/dev/zero
+    // never ends) or a pipe is refused by what it is, before a byte is read.
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
         const int err = errno;
         return fail(Problems{{file, "", std::string("cannot open: ") + std::strerror(err)}});
     }
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) return fail(Problems{{file, "", "cannot read the file"}});
-    return parse_mapping(text.str(), file);
+    struct Close {
+        int fd;
+        ~Close() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        const int err = errno;
+        return fail(Problems{{file, "", std::string("cannot stat: ") + std::strerror(err)}});
+    }
+    if (!S_ISREG(st.st_mode)) {
+        const char* what = S_ISDIR(st.st_mode)    ? "a directory"
+                           : S_ISFIFO(st.st_mode) ? "a pipe"
+                           : S_ISCHR(st.st_mode)  ? "a character device"
+                           : S_ISBLK(st.st_mode)  ? "a block device"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "not a regular file";
+        return fail(Problems{{file, "", std::string("is ") + what + ", not a mapping file"}});
+    }
+    // Read no more than the limit and one byte, whatever the size says (it may grow).
+    std::string text;
+    text.resize(std::min<std::size_t>(static_cast<std::size_t>(std::max<off_t>(st.st_size, 0)), kMaxMappingBytes) + 1);
+    std::size_t got = 0;
+    for (;;) {
+        if (got == text.size()) {
+            if (got > kMaxMappingBytes) break;
+            text.resize(std::min(text.size() * 2, kMaxMappingBytes + 1));
+        }
+        const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            const int err = errno;
+            return fail(Problems{{file, "", std::string("cannot read: ") + std::strerror(err)}});
+        }
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
+    return parse_mapping(text, file);
 }
 
 }  // namespace dpo

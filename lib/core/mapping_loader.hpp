@@ -24,7 +24,16 @@ struct Problem {
 
 using Problems = std::vector<Problem>;
 
+// What a mapping file may be: its size, how deep it nests, and how many problems are
+// told (the rest are counted in one more). A real file is a few KiB and 4 levels deep;
+// the limits keep a hostile or broken one from costing more than a moment.
+inline constexpr std::size_t kMaxMappingBytes = 4u << 20;
+inline constexpr std::size_t kMaxMappingDepth = 32;
+inline constexpr std::size_t kMaxMappingProblems = 100;
+
+// Both take time linear in the size of the text and memory bounded by it.
 Result<Mapping, Problems> parse_mapping(std::string_view text, const std::string& file);
+// A regular file only, read up to kMaxMappingBytes (and one more byte, to tell).
 Result<Mapping, Problems> load_mapping(const std::string& file);
 
 }  // namespace dpo

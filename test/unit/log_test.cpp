@@ -15,3 +15,13 @@ TEST_CASE("values with spaces, quotes or newlines are quoted so a line stays one
     CHECK(dpo::log::format(Level::Info, "e", {{"why", "a\"b\nc"}}) == "<6>e why=\"a\\\"b\\nc\"\n");
     CHECK(dpo::log::format(Level::Info, "e", {{"empty", ""}}) == "<6>e empty=\"\"\n");
 }
+
+TEST_CASE("control characters and bytes that are not UTF-8 are escaped, never written raw") {
+    // An escape sequence from a file or a device name must not reach a terminal.
+    CHECK(dpo::log::format(Level::Info, "e", {{"v", "a\x1b[2Jb"}}) == "<6>e v=\"a\\x1b[2Jb\"\n");
+    CHECK(dpo::log::format(Level::Info, "e", {{"v", "\xff\xfe"}}) == "<6>e v=\"\\xff\\xfe\"\n");
+    CHECK(dpo::log::format(Level::Info, "e", {{"v", "tab\there"}}) == "<6>e v=\"tab\\there\"\n");
+    CHECK(dpo::log::format(Level::Info, "e", {{"v", "back\\slash"}}) == "<6>e v=\"back\\\\slash\"\n");
+    // Well-formed UTF-8 stays as it is, bare when nothing else needs quoting.
+    CHECK(dpo::log::format(Level::Info, "e", {{"v", "caf\xc3\xa9"}}) == "<6>e v=caf\xc3\xa9\n");
+}

@@ -3,6 +3,10 @@
 // refused, where and why.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -399,4 +403,127 @@ TEST_CASE("interfaces that fail their own checks do not hide relations between t
     CHECK(ps.size() == 2);
     CHECK(has(ps, "/interfaces/0/vlan", "out of range"));
     CHECK(has(ps, "/interfaces/3/netdev", "already used by interface 'green' (/interfaces/1/netdev)"));
+}
+
+// ---------------------------------------------------------------- hostile files
+
+namespace {
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/dpo-mapping-XXXXXX";
+        REQUIRE(mkdtemp(tmpl));
+        path = tmpl;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    std::string write(const std::string& name, const std::string& text) const {
+        const std::string f = path + "/" + name;
+        std::ofstream(f, std::ios::binary) << text;
+        return f;
+    }
+};
+
+dpo::Problems load_problems(const std::string& file) {
+    auto r = dpo::load_mapping(file);
+    if (r) return {};
+    return r.error();
+}
+
+// True when some problem of the document (path "") says `words`, whatever the file.
+bool says(const dpo::Problems& ps, const std::string& words) {
+    for (const auto& p : ps)
+        if (p.path.empty() && p.reason.find(words) != std::string::npos) return true;
+    return false;
+}
+}  // namespace
+
+TEST_CASE("a file nested deeper than a mapping needs is refused at the limit, in one pass") {
+    // 100 KB of '[' once cost gigabytes and a minute: a pointer string per level.
+    const std::string deep(100000, '[');
+    auto ps = problems_of_text(deep);
+    INFO(all(ps));
+    REQUIRE(ps.size() == 1);
+    CHECK(ps[0].reason.find("nested deeper than 32 levels") != std::string::npos);
+    auto objects = problems_of_text(std::string(50000, '{') + "");
+    CHECK_FALSE(objects.empty());
+    // Objects nest the same way: {"a":{"a":...}}
+    std::string nested;
+    for (int i = 0; i < 40; ++i) nested += "{\"a\":";
+    nested += "1" + std::string(40, '}');
+    CHECK(has(problems_of_text(nested), std::string("/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a"),
+              "nested deeper than 32 levels"));
+    // 32 levels are read (and refused for what they hold, not for their depth).
+    std::string ok_depth = std::string(31, '[') + std::string(31, ']');
+    CHECK_FALSE(has(problems_of_text(R"({"x": )" + ok_depth + "}"), "", "nested deeper"));
+}
+
+TEST_CASE("a file larger than the limit is refused without being parsed") {
+    const std::string big = "{\"uplink\": \"p0\", \"$schema\": \"" + std::string(dpo::kMaxMappingBytes, 'x') + "\"}";
+    auto ps = problems_of_text(big);
+    REQUIRE(ps.size() == 1);
+    CHECK(ps[0].reason.find("larger than 4 MiB") != std::string::npos);
+    TempDir d;
+    CHECK(says(load_problems(d.write("big.json", big)), "larger than 4 MiB"));
+}
+
+TEST_CASE("only a regular file is read: a directory, a device, a pipe are refused for what they are") {
+    TempDir d;
+    CHECK(says(load_problems(d.path), "is a directory, not a mapping file"));
+    CHECK(says(load_problems("/dev/zero"), "is a character device, not a mapping file"));
+    const std::string fifo = d.path + "/fifo";
+    REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+    // Nobody writes to it: opening it must not wait for a writer.
+    CHECK(says(load_problems(fifo), "is a pipe, not a mapping file"));
+}
+
+TEST_CASE("bytes that are not text are shown escaped in problems, never raw") {
+    // A key with an escape sequence in it (written \u001b in the JSON): unknown, and named.
+    auto ps = problems_of_text(R"({"uplink": "p0", "\u001b[31mred": 1, "interfaces": []})");
+    INFO(all(ps));
+    bool escaped = false;
+    for (const auto& p : ps) {
+        CHECK(p.str().find('\x1b') == std::string::npos);
+        escaped = escaped || p.str().find("\\x1b[31mred") != std::string::npos;
+    }
+    CHECK(escaped);
+    // Bytes that are not UTF-8: a JSON error whose text quotes what it last read.
+    auto bad = problems_of_text("{\"uplink\": \"p\xff\xc3\x28\"}");
+    REQUIRE_FALSE(bad.empty());
+    for (const auto& p : bad) {
+        CHECK(p.str().find('\xff') == std::string::npos);
+        CHECK(p.str().find('\xc3') == std::string::npos);
+    }
+}
+
+TEST_CASE("many problems are told up to a limit, then counted in one line") {
+    std::string text = "{\"uplink\": \"p0\", \"interfaces\": [{\"name\": \"a\", \"netdev\": \"p0.5\", \"role\": \"inner\", \"vlan\": 5}]";
+    for (int i = 0; i < 1000; ++i) text += ", \"uplink\": \"p0\"";
+    text += "}";
+    auto ps = problems_of_text(text);
+    CHECK(ps.size() == dpo::kMaxMappingProblems + 1);
+    // 1000 duplicates and the missing "interfaces" check do not matter: 100 told, the rest counted
+    CHECK(ps.back().reason.ends_with(" more problems: not shown"));
+    CHECK(std::stoul(ps.back().reason) + dpo::kMaxMappingProblems >= 1000);
+}
+
+TEST_CASE("a 1 MiB mapping loads: every VLAN id in use, widely indented") {
+    json d = spec();
+    d.erase("nat");
+    d.erase("aci");
+    d.erase("evpn");
+    d.erase("vxlan");
+    d["interfaces"] = json::array();
+    for (int vid = 1; vid <= 4094; ++vid)
+        if (vid != 2)  // VLAN 2 is ACI's infra VLAN, refused on an interface
+        d["interfaces"].push_back({{"name", "if" + std::to_string(vid)},
+                                   {"netdev", "p0." + std::to_string(vid)},
+                                   {"role", vid % 2 ? "inner" : "outer"},
+                                   {"vlan", vid}});
+    const std::string text = d.dump(40);
+    REQUIRE(text.size() > (1u << 20));
+    REQUIRE(text.size() < dpo::kMaxMappingBytes);
+    auto r = dpo::parse_mapping(text, "m.json");
+    INFO((r ? std::string() : all(r.error())));
+    REQUIRE(r);
+    CHECK(r->interfaces.size() == 4093);
 }
