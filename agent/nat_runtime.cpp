@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/log.hpp"
+#include "core/malformed.hpp"
 
 namespace dpo::agent {
 
@@ -100,11 +101,18 @@ std::vector<IpAddress> NatRuntime::on_punt() {
     const auto now = monotonic_now();
     for (auto& f : *frames) {
         const auto sub = nat::ipv4_source(f);
-        if (!sub) continue;  // not IPv4: nothing to translate, nothing to give back
+        if (!sub) {  // the punt rules send IPv4 only: anything else is not ours to read
+            malformed(Malformed::PuntFrame, "a " + std::to_string(f.size()) + "-byte frame that is not IPv4");
+            continue;
+        }
         auto chunk = manager_.first_packet(*sub, now);
         if (!chunk) {
-            log::warning("nat-refused", {{"subscriber", sub->str()}, {"reason", nat::to_string(chunk.error())}});
+            refused(*sub, chunk.error(), now);
             continue;  // dropped: counted by the manager
+        }
+        if (waiting_.size() >= kMaxWaiting) {
+            ++dropped_.queue_full;  // its chunk is pulled; the subscriber's next packet finds the rule
+            continue;
         }
         waiting_.push_back({*sub, std::move(f)});
     }
@@ -112,6 +120,28 @@ std::vector<IpAddress> NatRuntime::on_punt() {
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
     log_chunk_events();
     return manager_.take_changed();
+}
+
+// A refusal is told, but not one line per punted frame: a flood of first packets from
+// subscribers out of chunks would flood the journal too.
+void NatRuntime::refused(const IpAddress& subscriber, nat::Refusal why, nat::Seconds now) {
+    ++dropped_.refused;
+    if (now != refusal_second_) {
+        log_suppressed();
+        refusal_second_ = now;
+        refusal_lines_ = 0;
+    }
+    if (refusal_lines_++ < kRefusalLinesPerSecond)
+        log::warning("nat-refused", {{"subscriber", subscriber.str()}, {"reason", nat::to_string(why)}});
+    else
+        ++suppressed_;
+}
+
+void NatRuntime::log_suppressed() {
+    if (!suppressed_) return;
+    log::warning("nat-refused-suppressed", {{"frames", std::to_string(suppressed_)},
+                                            {"limit", std::to_string(kRefusalLinesPerSecond) + " lines a second"}});
+    suppressed_ = 0;
 }
 
 void NatRuntime::reinject_waiting(const std::function<bool(const IpAddress&)>& ready) {
@@ -155,6 +185,13 @@ std::vector<IpAddress> NatRuntime::on_timer() {
     std::uint64_t ticks = 0;
     (void)!::read(timer_, &ticks, sizeof ticks);
     manager_.tick(monotonic_now());
+    log_suppressed();
+    if (dropped_.queue_full != told_queue_full_) {
+        log::warning("nat-first-packets-dropped", {{"frames", std::to_string(dropped_.queue_full - told_queue_full_)},
+                                                   {"reason", "more waiting for their rule than " +
+                                                                  std::to_string(kMaxWaiting)}});
+        told_queue_full_ = dropped_.queue_full;
+    }
     log_chunk_events();
     return manager_.take_changed();
 }

@@ -49,11 +49,27 @@ public:
 
     const Nat& config() const { return config_; }
 
+    // First packets the daemon itself did not serve (the punt rule's police action
+    // counts those the kernel dropped before they came here).
+    struct Dropped {
+        std::uint64_t queue_full = 0;  // more waiting for their rule than kMaxWaiting
+        std::uint64_t refused = 0;     // no chunk for the subscriber (limit, pool empty)
+    };
+    const Dropped& dropped() const { return dropped_; }
+    // First packets held while their subscriber's rule goes in, at most. A flood is
+    // bounded before this (the punt rule's police action, the socket's buffer); this
+    // bounds what one turn of the loop can take in on top.
+    static constexpr std::size_t kMaxWaiting = 1024;
+    // nat-refused lines a second, at most; the rest are counted into one line a second.
+    static constexpr std::uint64_t kRefusalLinesPerSecond = 10;
+
 private:
     NatRuntime(const Nat& config, std::unique_ptr<kernel::PuntPort> punt,
                std::unique_ptr<kernel::ConntrackWatcher> conntrack, int timer);
     void log_chunk_events();
     bool resync();
+    void refused(const IpAddress& subscriber, nat::Refusal why, nat::Seconds now);
+    void log_suppressed();
 
     struct Waiting {
         IpAddress subscriber;
@@ -66,6 +82,11 @@ private:
     std::unique_ptr<kernel::ConntrackWatcher> conntrack_;
     int timer_;
     std::vector<Waiting> waiting_;  // first packets whose rule is on its way
+    Dropped dropped_;
+    nat::Seconds refusal_second_ = 0;
+    std::uint64_t refusal_lines_ = 0;  // told in refusal_second_
+    std::uint64_t suppressed_ = 0;     // not told since the last summary
+    std::uint64_t told_queue_full_ = 0;
 };
 
 }  // namespace dpo::agent

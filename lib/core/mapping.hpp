@@ -70,6 +70,10 @@ struct Nat {
     std::uint32_t chunk_size = 512;
     std::uint32_t max_chunks_per_subscriber = 4;
     std::uint32_t chunk_idle_seconds = 120;
+    // First packets punted to the daemon, at most, per second and ingress device (the
+    // punt rule's police action drops the rest, counted): a flood of new connections
+    // from many sources, or a scan from inside, costs the daemon a bounded rate.
+    std::uint32_t first_packet_rate = 1000;
 
     // Whole chunks that fit in the port range of one public address.
     std::uint32_t chunks_per_address() const { return ports.size() / chunk_size; }

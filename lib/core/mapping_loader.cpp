@@ -389,7 +389,8 @@ std::optional<Interface> check_interface(Checker& c, const json& v, const std::s
 }
 
 std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
-    if (!c.object(v, at, {"zone", "pool", "ports", "chunk_size", "max_chunks_per_subscriber", "chunk_idle_seconds"},
+    if (!c.object(v, at, {"zone", "pool", "ports", "chunk_size", "max_chunks_per_subscriber", "chunk_idle_seconds",
+                   "first_packet_rate"},
                   {"zone", "pool"}))
         return std::nullopt;
     Nat out;
@@ -477,6 +478,8 @@ std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
     ok &= c.optional_integer(v, at, "max_chunks_per_subscriber", out.max_chunks_per_subscriber, 1, 65535,
                              "a chunk count");
     ok &= c.optional_integer(v, at, "chunk_idle_seconds", out.chunk_idle_seconds, 1, 86400, "an idle time in seconds");
+    ok &= c.optional_integer(v, at, "first_packet_rate", out.first_packet_rate, 10, 1000000,
+                             "first packets per second and ingress device");
     // All of a subscriber's chunks sit on one public address (paired pooling), so
     // they must fit the port range of one address.
     if (ok && out.max_chunks_per_subscriber > out.chunks_per_address()) {

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "core/malformed.hpp"
+
 namespace dpo::kernel {
 
 namespace {
@@ -176,9 +178,16 @@ Result<ConntrackWatcher::Batch> ConntrackWatcher::process() {
             CtPtr ct(nfct_new());
             if (!ct) return fail("conntrack events: out of memory");
             // nfct_nlmsg_parse() reads the nfgenmsg header without checking that the
-            // message has room for one.
-            if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg) || nfct_nlmsg_parse(nlh, ct.get()) < 0) {
-                batch.overrun = true;  // an event we cannot read is a lost event
+            // message has room for one; the attributes it validates itself (type and
+            // length of each, mnl_attr_validate in libnetfilter_conntrack's parse_mnl.c).
+            if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg)) {
+                malformed(Malformed::Conntrack, "an event shorter than its nfgenmsg header");
+                continue;
+            }
+            if (nfct_nlmsg_parse(nlh, ct.get()) < 0) {
+                // Skipped, not taken for an overrun: a stream of them must not become a
+                // stream of dumps. The kernel sends none.
+                malformed(Malformed::Conntrack, "an event libnetfilter_conntrack cannot parse");
                 continue;
             }
             if (auto e = entry_of(ct.get(), nlh, zone_)) batch.events.push_back({kind, std::move(*e)});

@@ -13,6 +13,7 @@
 
 #include <string>
 
+#include "core/malformed.hpp"
 #include "rtnl_snapshot.hpp"
 
 namespace dpo::kernel {
@@ -114,8 +115,10 @@ void RouteStore::add_dumped(nl_object* route) {
 
 namespace {
 int take_route(nl_msg* msg, void* store) {
-    nl_msg_parse(
-        msg, [](nl_object* o, void* s) { static_cast<RouteStore*>(s)->add_dumped(o); }, store);
+    if (const int err =
+            nl_msg_parse(msg, [](nl_object* o, void* s) { static_cast<RouteStore*>(s)->add_dumped(o); }, store);
+        err < 0)
+        malformed(Malformed::Rtnetlink, std::string("a route in a dump: ") + nl_geterror(err));
     return NL_OK;
 }
 }  // namespace

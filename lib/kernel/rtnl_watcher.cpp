@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/malformed.hpp"
 #include "rtnl_snapshot.hpp"
 
 namespace dpo::kernel {
@@ -116,7 +117,12 @@ Result<RtnlWatcher::Progress> RtnlWatcher::process(std::size_t budget, std::chro
             if (!msg) continue;
             nlmsg_set_proto(msg, NETLINK_ROUTE);
             flags_ = nlh->nlmsg_flags;  // NLM_F_APPEND tells a route's second alias
-            nl_msg_parse(msg, &RtnlWatcher::include, this);
+            // libnl checks every attribute against its policy (type, length, a string's
+            // NUL) before it makes an object; what it refuses is skipped and counted.
+            if (const int err = nl_msg_parse(msg, &RtnlWatcher::include, this);
+                err < 0 && err != -NLE_MSGTYPE_NOSUPPORT)  // a type no cache of ours reads
+                malformed(Malformed::Rtnetlink, std::string("rtnetlink message type ") +
+                                                    std::to_string(nlh->nlmsg_type) + ": " + nl_geterror(err));
             nlmsg_free(msg);
         }
         // A read takes one datagram: one notification (a part of a dump holds more).

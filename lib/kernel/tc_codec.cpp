@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 namespace dpo::kernel {
@@ -27,6 +29,16 @@ constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS
 // Shared action indices we assign live at and above this (compile/pipeline.hpp);
 // the kernel numbers unshared actions from 1 upward.
 constexpr std::uint32_t kSharedIndexFloor = 0xd9000000;
+
+// The kernel keeps a police action's packet burst as the time its rate takes to pass
+// that many packets, in psched ticks of 64 ns (PSCHED_SHIFT; iproute2's
+// tc_calc_xmittime computes the same), and dumps it so.
+std::uint64_t police_burst_ticks(const tc::Police& p) {
+    return p.packets_per_second ? p.burst * 1000000000ULL / p.packets_per_second / 64 : 0;
+}
+std::uint64_t police_burst_packets(std::uint64_t packets_per_second, std::uint64_t ticks) {
+    return (ticks * 64 * packets_per_second + 500000000ULL) / 1000000000ULL;  // rounded
+}
 
 nlmsghdr* put_tc_header(void* buf, std::uint16_t type, std::uint16_t flags, int ifindex, std::uint32_t parent,
                         std::uint32_t handle, std::uint32_t info) {
@@ -125,7 +137,8 @@ struct ActionEncoder {
             case 6: return "csum";
             case 7: return "mirred";
             case 8: return "ct";
-            default: return "tunnel_key";
+            case 9: case 10: return "tunnel_key";
+            default: return "police";
         }
     }
     void gact(int action, std::uint32_t index = 0) const {
@@ -191,6 +204,14 @@ struct ActionEncoder {
         mnl_attr_put_u8(nlh, TCA_TUNNEL_KEY_NO_CSUM, t.csum ? 0 : 1);
     }
     void operator()(const tc::TunnelUnset&) const { tunnel_key(TCA_TUNNEL_KEY_ACT_RELEASE); }
+    void operator()(const tc::Police& p) const {
+        tc_police parms{};
+        parms.action = TC_ACT_SHOT;  // exceeding: dropped (mlx5 offloads only drop here)
+        mnl_attr_put(nlh, TCA_POLICE_TBF, sizeof parms, &parms);
+        mnl_attr_put_u32(nlh, TCA_POLICE_RESULT, TC_ACT_PIPE);  // conforming: on to the next action
+        mnl_attr_put_u64(nlh, TCA_POLICE_PKTRATE64, p.packets_per_second);
+        mnl_attr_put_u64(nlh, TCA_POLICE_PKTBURST64, police_burst_ticks(p));
+    }
     void operator()(const tc::Redirect& r) const {
         tc_mirred p{};
         p.index = r.index;
@@ -321,10 +342,32 @@ nlmsghdr* put_new_clsact(void* buf, int ifindex) {
 
 namespace {
 
+// What an attribute must be before it is read as a value (mnl_attr_validate2): its
+// netlink type and, for a binary one, its exact length (0: any; a struct parameter is
+// checked for its minimum length where it is read, see payload()). An attribute the
+// decoder reads only for its presence, or not at all, needs no rule.
+struct Rule {
+    int type;
+    mnl_attr_data_type as;
+    std::size_t len = 0;
+};
+using Policy = std::span<const Rule>;
+
+// The first attribute of a message that is not what its rule says; empty while all are.
+// One is enough to skip the message: the kernel never sends one, so whoever did cannot
+// be trusted for the rest of it either.
+struct Bad {
+    std::string what;
+    explicit operator bool() const { return !what.empty(); }
+};
+
 template <std::size_t N>
 struct Attrs {
     std::array<const nlattr*, N + 1> at{};
     bool unknown = false;  // an attribute beyond N
+    const char* set = "";  // the attribute set, for the message
+    Policy policy;
+    Bad* bad = nullptr;
 
     const nlattr* operator[](int type) const { return at[static_cast<std::size_t>(type)]; }
 };
@@ -333,17 +376,115 @@ template <std::size_t N>
 int fill_cb(const nlattr* a, void* data) {
     auto* t = static_cast<Attrs<N>*>(data);
     const auto type = mnl_attr_get_type(a);
-    if (type > N) t->unknown = true;
-    else t->at[type] = a;
+    if (type > N) {
+        t->unknown = true;
+        return MNL_CB_OK;
+    }
+    for (const Rule& r : t->policy) {
+        if (r.type != type) continue;
+        const int v = r.len ? mnl_attr_validate2(a, r.as, r.len) : mnl_attr_validate(a, r.as);
+        if (v < 0) {
+            if (t->bad && !*t->bad)
+                t->bad->what = std::string(t->set) + " attribute " + std::to_string(type) + " of " +
+                               std::to_string(mnl_attr_get_payload_len(a)) + " bytes is not a valid " +
+                               (r.as == MNL_TYPE_NUL_STRING ? std::string("NUL-terminated string")
+                                : r.as == MNL_TYPE_NESTED   ? std::string("nest")
+                                : r.as == MNL_TYPE_U8       ? std::string("u8")
+                                : r.as == MNL_TYPE_U16      ? std::string("u16")
+                                : r.as == MNL_TYPE_U32      ? std::string("u32")
+                                                            : std::to_string(r.len) + "-byte value");
+            return MNL_CB_ERROR;
+        }
+        break;
+    }
+    t->at[type] = a;
     return MNL_CB_OK;
 }
 
+// The attributes of `a`'s nest, each checked against `policy`; on the first that fails
+// `bad` says which and the rest are not read.
 template <std::size_t N>
-Attrs<N> nested(const nlattr* a) {
+Attrs<N> nested(const nlattr* a, const char* set, Policy policy, Bad& bad) {
     Attrs<N> t;
-    mnl_attr_parse_nested(a, fill_cb<N>, &t);
+    t.set = set;
+    t.policy = policy;
+    t.bad = &bad;
+    if (mnl_attr_parse_nested(a, fill_cb<N>, &t) < 0 && !bad) bad.what = std::string(set) + ": a truncated attribute";
     return t;
 }
+
+// TCA_KIND is read as a C string: without its NUL it would be read past its end.
+constexpr Rule kTcaPolicy[] = {{TCA_KIND, MNL_TYPE_NUL_STRING}, {TCA_CHAIN, MNL_TYPE_U32}, {TCA_OPTIONS, MNL_TYPE_NESTED}};
+
+// The top-level attributes of a tc message.
+Attrs<TCA_MAX> top_attrs(const nlmsghdr* nlh, Bad& bad) {
+    Attrs<TCA_MAX> t;
+    t.set = "TCA";
+    t.policy = kTcaPolicy;
+    t.bad = &bad;
+    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &t) < 0 && !bad) bad.what = "TCA: a truncated attribute";
+    return t;
+}
+
+constexpr Rule kActPolicy[] = {{TCA_ACT_KIND, MNL_TYPE_NUL_STRING}, {TCA_ACT_OPTIONS, MNL_TYPE_NESTED}};
+// The actions' parameter structs are checked for their length where they are read.
+constexpr Rule kGactPolicy[] = {{TCA_GACT_PARMS, MNL_TYPE_BINARY}};
+constexpr Rule kVlanPolicy[] = {{TCA_VLAN_PUSH_VLAN_ID, MNL_TYPE_U16},
+                                {TCA_VLAN_PUSH_VLAN_PROTOCOL, MNL_TYPE_U16},
+                                {TCA_VLAN_PUSH_VLAN_PRIORITY, MNL_TYPE_U8}};
+constexpr Rule kPeditPolicy[] = {{TCA_PEDIT_KEYS_EX, MNL_TYPE_NESTED}};
+constexpr Rule kPeditKeyPolicy[] = {{TCA_PEDIT_KEY_EX_HTYPE, MNL_TYPE_U16}, {TCA_PEDIT_KEY_EX_CMD, MNL_TYPE_U16}};
+constexpr Rule kCsumPolicy[] = {{TCA_CSUM_PARMS, MNL_TYPE_BINARY}};
+constexpr Rule kCtPolicy[] = {{TCA_CT_ACTION, MNL_TYPE_U16},
+                              {TCA_CT_ZONE, MNL_TYPE_U16},
+                              {TCA_CT_NAT_IPV4_MIN, MNL_TYPE_BINARY, 4},
+                              {TCA_CT_NAT_IPV4_MAX, MNL_TYPE_BINARY, 4},
+                              {TCA_CT_NAT_PORT_MIN, MNL_TYPE_U16},
+                              {TCA_CT_NAT_PORT_MAX, MNL_TYPE_U16}};
+constexpr Rule kTunnelKeyPolicy[] = {{TCA_TUNNEL_KEY_ENC_KEY_ID, MNL_TYPE_U32},
+                                     {TCA_TUNNEL_KEY_ENC_IPV4_SRC, MNL_TYPE_BINARY, 4},
+                                     {TCA_TUNNEL_KEY_ENC_IPV4_DST, MNL_TYPE_BINARY, 4},
+                                     {TCA_TUNNEL_KEY_ENC_IPV6_SRC, MNL_TYPE_BINARY, 16},
+                                     {TCA_TUNNEL_KEY_ENC_IPV6_DST, MNL_TYPE_BINARY, 16},
+                                     {TCA_TUNNEL_KEY_ENC_DST_PORT, MNL_TYPE_U16},
+                                     {TCA_TUNNEL_KEY_NO_CSUM, MNL_TYPE_U8}};
+constexpr Rule kMirredPolicy[] = {{TCA_MIRRED_PARMS, MNL_TYPE_BINARY}};
+constexpr Rule kPolicePolicy[] = {{TCA_POLICE_TBF, MNL_TYPE_BINARY},
+                                  {TCA_POLICE_RESULT, MNL_TYPE_U32},
+                                  {TCA_POLICE_PKTRATE64, MNL_TYPE_U64},
+                                  {TCA_POLICE_PKTBURST64, MNL_TYPE_U64}};
+
+constexpr Rule kFlowerPolicy[] = {
+    {TCA_FLOWER_FLAGS, MNL_TYPE_U32},
+    {TCA_FLOWER_IN_HW_COUNT, MNL_TYPE_U32},
+    {TCA_FLOWER_ACT, MNL_TYPE_NESTED},
+    {TCA_FLOWER_KEY_ETH_TYPE, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_ETH_DST, MNL_TYPE_BINARY, 6},
+    {TCA_FLOWER_KEY_ETH_DST_MASK, MNL_TYPE_BINARY, 6},
+    {TCA_FLOWER_KEY_VLAN_ID, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_VLAN_ETH_TYPE, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_IPV4_DST, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_IPV4_DST_MASK, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_IPV4_SRC, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_IPV4_SRC_MASK, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_IPV6_DST, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_IPV6_DST_MASK, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_IPV6_SRC, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_IPV6_SRC_MASK, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_IP_TTL, MNL_TYPE_U8},
+    {TCA_FLOWER_KEY_IP_TTL_MASK, MNL_TYPE_U8},
+    {TCA_FLOWER_KEY_CT_STATE, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_CT_STATE_MASK, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_CT_ZONE, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_CT_ZONE_MASK, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_ENC_KEY_ID, MNL_TYPE_U32},
+    {TCA_FLOWER_KEY_ENC_IPV4_DST, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_ENC_IPV4_DST_MASK, MNL_TYPE_BINARY, 4},
+    {TCA_FLOWER_KEY_ENC_IPV6_DST, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_ENC_IPV6_DST_MASK, MNL_TYPE_BINARY, 16},
+    {TCA_FLOWER_KEY_ENC_UDP_DST_PORT, MNL_TYPE_U16},
+    {TCA_FLOWER_KEY_ENC_UDP_DST_PORT_MASK, MNL_TYPE_U16},
+};
 
 // mnl_attr_for_each_nested() is a C macro with void* arithmetic; this is the same walk.
 template <class Fn>
@@ -387,8 +528,8 @@ bool take_prefix(const nlattr* key, const nlattr* mask, Family f, std::optional<
     return true;
 }
 
-std::optional<tc::Rewrite> parse_pedit(const nlattr* opts) {
-    auto t = nested<TCA_PEDIT_MAX>(opts);
+std::optional<tc::Rewrite> parse_pedit(const nlattr* opts, Bad& bad) {
+    auto t = nested<TCA_PEDIT_MAX>(opts, "TCA_PEDIT", kPeditPolicy, bad);
     const nlattr* parms = t[TCA_PEDIT_PARMS_EX];
     const auto* sel = payload<tc_pedit_sel>(parms);
     if (!sel || !t[TCA_PEDIT_KEYS_EX] || sel->action != TC_ACT_PIPE) return std::nullopt;
@@ -396,11 +537,11 @@ std::optional<tc::Rewrite> parse_pedit(const nlattr* opts) {
     std::vector<std::pair<std::uint16_t, std::uint16_t>> ex;
     bool keys_ok = true;
     for_each_nested(t[TCA_PEDIT_KEYS_EX], [&](const nlattr* k) {
-        auto kt = nested<TCA_PEDIT_KEY_EX_MAX>(k);
+        auto kt = nested<TCA_PEDIT_KEY_EX_MAX>(k, "TCA_PEDIT_KEY_EX", kPeditKeyPolicy, bad);
         if (!kt[TCA_PEDIT_KEY_EX_HTYPE] || !kt[TCA_PEDIT_KEY_EX_CMD]) keys_ok = false;
         else ex.emplace_back(mnl_attr_get_u16(kt[TCA_PEDIT_KEY_EX_HTYPE]), mnl_attr_get_u16(kt[TCA_PEDIT_KEY_EX_CMD]));
     });
-    if (!keys_ok || ex.size() != sel->nkeys) return std::nullopt;
+    if (bad || !keys_ok || ex.size() != sel->nkeys) return std::nullopt;
 
     tc::Rewrite rw;
     std::array<int, 12> eth_set{};
@@ -444,10 +585,10 @@ std::optional<tc::Rewrite> parse_pedit(const nlattr* opts) {
 }
 
 // One action of a dump; nothing when it is not one we would have written.
-std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* opts) {
+std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* opts, Bad& bad) {
     if (!opts) return std::nullopt;
     if (kind == "gact") {
-        auto t = nested<TCA_GACT_MAX>(opts);
+        auto t = nested<TCA_GACT_MAX>(opts, "TCA_GACT", kGactPolicy, bad);
         const auto* p = payload<tc_gact>(t[TCA_GACT_PARMS]);
         if (!p || t[TCA_GACT_PROB]) return std::nullopt;
         if (p->action == TC_ACT_OK) return tc::Pass{};
@@ -458,7 +599,7 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         return std::nullopt;
     }
     if (kind == "vlan") {
-        auto t = nested<TCA_VLAN_MAX>(opts);
+        auto t = nested<TCA_VLAN_MAX>(opts, "TCA_VLAN", kVlanPolicy, bad);
         const auto* p = payload<tc_vlan>(t[TCA_VLAN_PARMS]);
         if (!p || p->action != TC_ACT_PIPE) return std::nullopt;
         if (p->v_action == TCA_VLAN_ACT_POP) return tc::VlanPop{};
@@ -469,17 +610,17 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         return tc::VlanPush{mnl_attr_get_u16(t[TCA_VLAN_PUSH_VLAN_ID])};
     }
     if (kind == "pedit") {
-        if (auto rw = parse_pedit(opts)) return *rw;
+        if (auto rw = parse_pedit(opts, bad)) return *rw;
         return std::nullopt;
     }
     if (kind == "csum") {
-        auto t = nested<TCA_CSUM_MAX>(opts);
+        auto t = nested<TCA_CSUM_MAX>(opts, "TCA_CSUM", kCsumPolicy, bad);
         const auto* p = payload<tc_csum>(t[TCA_CSUM_PARMS]);
         if (!p || p->action != TC_ACT_PIPE || p->update_flags != TCA_CSUM_UPDATE_FLAG_IPV4HDR) return std::nullopt;
         return tc::CsumIp4h{};
     }
     if (kind == "ct") {
-        auto t = nested<TCA_CT_MAX>(opts);
+        auto t = nested<TCA_CT_MAX>(opts, "TCA_CT", kCtPolicy, bad);
         const auto* p = payload<tc_ct>(t[TCA_CT_PARMS]);
         if (!p || p->action != TC_ACT_PIPE || t[TCA_CT_MARK] || t[TCA_CT_LABELS]) return std::nullopt;
         const std::uint16_t flags = t[TCA_CT_ACTION] ? mnl_attr_get_u16(t[TCA_CT_ACTION]) : 0;
@@ -506,7 +647,7 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         return c;
     }
     if (kind == "tunnel_key") {
-        auto t = nested<TCA_TUNNEL_KEY_MAX>(opts);
+        auto t = nested<TCA_TUNNEL_KEY_MAX>(opts, "TCA_TUNNEL_KEY", kTunnelKeyPolicy, bad);
         const auto* p = payload<tc_tunnel_key>(t[TCA_TUNNEL_KEY_PARMS]);
         if (!p || p->action != TC_ACT_PIPE) return std::nullopt;
         if (p->t_action == TCA_TUNNEL_KEY_ACT_RELEASE) return tc::TunnelUnset{};
@@ -529,8 +670,23 @@ std::optional<tc::Action> parse_action(const std::string& kind, const nlattr* op
         s.csum = !(t[TCA_TUNNEL_KEY_NO_CSUM] && mnl_attr_get_u8(t[TCA_TUNNEL_KEY_NO_CSUM]));
         return s;
     }
+    if (kind == "police") {
+        auto t = nested<TCA_POLICE_MAX>(opts, "TCA_POLICE", kPolicePolicy, bad);
+        const auto* p = payload<tc_police>(t[TCA_POLICE_TBF]);
+        // Ours: a packet rate only (no byte rate, peak rate or estimator), exceeding
+        // packets dropped, conforming ones piped on.
+        if (!p || p->action != TC_ACT_SHOT || p->rate.rate || p->peakrate.rate || t[TCA_POLICE_RATE] ||
+            t[TCA_POLICE_PEAKRATE] || t[TCA_POLICE_AVRATE] || t[TCA_POLICE_RATE64] || t[TCA_POLICE_PEAKRATE64] ||
+            !t[TCA_POLICE_RESULT] || mnl_attr_get_u32(t[TCA_POLICE_RESULT]) != TC_ACT_PIPE ||
+            !t[TCA_POLICE_PKTRATE64] || !t[TCA_POLICE_PKTBURST64])
+            return std::nullopt;
+        tc::Police police;
+        police.packets_per_second = mnl_attr_get_u64(t[TCA_POLICE_PKTRATE64]);
+        police.burst = police_burst_packets(police.packets_per_second, mnl_attr_get_u64(t[TCA_POLICE_PKTBURST64]));
+        return police;
+    }
     if (kind == "mirred") {
-        auto t = nested<TCA_MIRRED_MAX>(opts);
+        auto t = nested<TCA_MIRRED_MAX>(opts, "TCA_MIRRED", kMirredPolicy, bad);
         const auto* p = payload<tc_mirred>(t[TCA_MIRRED_PARMS]);
         if (!p || p->action != TC_ACT_STOLEN || (p->eaction != TCA_EGRESS_REDIR && p->eaction != TCA_INGRESS_REDIR))
             return std::nullopt;
@@ -556,23 +712,22 @@ Result<TcHeader> parse_tc_header(const nlmsghdr* nlh) {
     h.handle = t->tcm_handle;
     h.prio = static_cast<std::uint16_t>(TC_H_MAJ(t->tcm_info) >> 16);
     h.protocol = ntohs(static_cast<std::uint16_t>(TC_H_MIN(t->tcm_info)));
-    Attrs<TCA_MAX> top;
-    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0) return fail(std::string("malformed tc message"));
-    if (top[TCA_CHAIN] && mnl_attr_get_payload_len(top[TCA_CHAIN]) >= 4) h.chain = mnl_attr_get_u32(top[TCA_CHAIN]);
-    if (top[TCA_KIND]) {
-        const auto* p = static_cast<const char*>(mnl_attr_get_payload(top[TCA_KIND]));
-        h.kind.assign(p, strnlen(p, mnl_attr_get_payload_len(top[TCA_KIND])));
-    }
+    Bad bad;
+    const auto top = top_attrs(nlh, bad);
+    if (bad) return fail("malformed tc message: " + bad.what);
+    if (top[TCA_CHAIN]) h.chain = mnl_attr_get_u32(top[TCA_CHAIN]);
+    if (top[TCA_KIND]) h.kind = mnl_attr_get_str(top[TCA_KIND]);
     return h;
 }
 
 HwFlags filter_hw_flags(const nlmsghdr* nlh) {
     HwFlags out;
     if (mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg)) return out;
-    Attrs<TCA_MAX> top;
-    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0 || !top[TCA_OPTIONS]) return out;
-    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS]);
-    if (f[TCA_FLOWER_FLAGS] && mnl_attr_get_payload_len(f[TCA_FLOWER_FLAGS]) >= 4) {
+    Bad bad;
+    const auto top = top_attrs(nlh, bad);
+    if (bad || !top[TCA_OPTIONS]) return out;
+    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS], "TCA_FLOWER", kFlowerPolicy, bad);
+    if (f[TCA_FLOWER_FLAGS]) {
         const std::uint32_t flags = mnl_attr_get_u32(f[TCA_FLOWER_FLAGS]);
         out.in_hw = flags & TCA_CLS_FLAGS_IN_HW;
         out.not_in_hw = flags & TCA_CLS_FLAGS_NOT_IN_HW;
@@ -584,9 +739,10 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     if (nlh->nlmsg_type != RTM_NEWTFILTER || mnl_nlmsg_get_payload_len(nlh) < sizeof(tcmsg))
         return fail(std::string("not a filter message"));
     const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
-    Attrs<TCA_MAX> top;
-    if (mnl_attr_parse(nlh, sizeof(tcmsg), fill_cb<TCA_MAX>, &top) < 0) return fail(std::string("malformed filter"));
-    if (!top[TCA_KIND]) return fail(std::string("filter without a kind"));
+    Bad bad;
+    const auto top = top_attrs(nlh, bad);
+    if (bad) return fail("malformed filter: " + bad.what);
+    if (!top[TCA_KIND]) return fail(std::string("malformed filter: no TCA_KIND"));
 
     tc::Installed out;
     out.handle = t->tcm_handle;
@@ -597,7 +753,8 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     // A dump also lists each (chain, prio) itself with no handle and no options.
     if (kind != "flower" || t->tcm_parent != kIngressParent || !top[TCA_OPTIONS] || !out.handle) return out;
 
-    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS]);
+    auto f = nested<TCA_FLOWER_MAX>(top[TCA_OPTIONS], "TCA_FLOWER", kFlowerPolicy, bad);
+    if (bad) return fail("malformed filter: " + bad.what);
     bool ok = !f.unknown;
     if (f[TCA_FLOWER_FLAGS]) {
         const std::uint32_t flags = mnl_attr_get_u32(f[TCA_FLOWER_FLAGS]);
@@ -675,17 +832,20 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     if (f[TCA_FLOWER_ACT]) {
         bool first = true;
         for_each_nested(f[TCA_FLOWER_ACT], [&](const nlattr* a) {
-            auto at = nested<TCA_ACT_MAX>(a);
+            if (bad) return;
+            auto at = nested<TCA_ACT_MAX>(a, "TCA_ACT", kActPolicy, bad);
             if (first && at[TCA_ACT_COOKIE] && mnl_attr_get_payload_len(at[TCA_ACT_COOKIE]) == kOwnerCookie.size() &&
                 std::memcmp(mnl_attr_get_payload(at[TCA_ACT_COOKIE]), kOwnerCookie.data(), kOwnerCookie.size()) == 0)
                 out.owned = true;
             first = false;
-            auto action = at[TCA_ACT_KIND] ? parse_action(mnl_attr_get_str(at[TCA_ACT_KIND]), at[TCA_ACT_OPTIONS])
-                                           : std::nullopt;
+            auto action = at[TCA_ACT_KIND] && !bad
+                              ? parse_action(mnl_attr_get_str(at[TCA_ACT_KIND]), at[TCA_ACT_OPTIONS], bad)
+                              : std::nullopt;
             if (action) out.rule.actions.push_back(*action);
             else ok = false;
         });
     }
+    if (bad) return fail("malformed filter: " + bad.what);
     out.decoded = ok;
     return out;
 }

@@ -12,6 +12,8 @@
 #include <map>
 #include <unordered_map>
 
+#include "core/malformed.hpp"
+
 namespace dpo::kernel {
 
 namespace {
@@ -143,7 +145,11 @@ Result<Done> TcNetlink::dump(const std::string& dev, bool terse, const Visitor& 
                 return fail("filter dump: " + errno_text(-err->error));
             }
             auto f = parse_filter(nlh);
-            if (!f || !f->handle) continue;  // chain/prio headers of the dump
+            if (!f) {  // skipped: what was not read is not installed, as far as we know
+                malformed(Malformed::TcFilter, f.error());
+                continue;
+            }
+            if (!f->handle) continue;  // chain/prio headers of the dump
             f->rule.dev = dev;
             for (auto& a : f->rule.actions)
                 if (auto* r = std::get_if<tc::Redirect>(&a)) {
@@ -299,7 +305,10 @@ void TcNetlink::take_notification(const nlmsghdr* nlh, program::Applied& out, st
     const std::uint16_t type = nlh->nlmsg_type;
     if (type != RTM_NEWTFILTER && type != RTM_DELTFILTER && type != RTM_DELQDISC) return;  // chains, actions, ...
     auto h = parse_tc_header(nlh);
-    if (!h) return;
+    if (!h) {
+        malformed(Malformed::TcNotification, h.error());
+        return;
+    }
     program::TcEvent e;
     e.ifindex = h->ifindex;
     e.chain = h->chain;
@@ -317,7 +326,12 @@ void TcNetlink::take_notification(const nlmsghdr* nlh, program::Applied& out, st
     } else {
         if (!h->handle) return;
         e.kind = Kind::FilterChanged;
-        if (auto f = parse_filter(nlh)) e.filter = std::move(*f);
+        auto f = parse_filter(nlh);
+        if (!f) {
+            malformed(Malformed::TcFilter, f.error());
+            return;
+        }
+        e.filter = std::move(*f);
     }
     ++stats_.notifications;
     out.events.push_back(std::move(e));

@@ -75,6 +75,17 @@ std::vector<std::pair<std::string, tc::Rule>> uplink_samples(const std::string& 
     clear.match.dst_mac = Mac{2, 0, 0, 0, 0x10, 0};
     clear.actions = {tc::Ct{0, false, false, true, std::nullopt}, tc::Pass{}};
     out.emplace_back("ct clear, dst_mac", clear);
+
+    // The punt rule: first packets rate-limited by a police action before the redirect.
+    auto punt = base(dev, 0x8000, 2, tc::kEth8021Q);
+    punt.match.vlan_ethtype = tc::kEthIpv4;
+    punt.match.ct_state = tc::Masked<std::uint16_t>{tc::kCtTracked | tc::kCtNew, tc::kCtTracked | tc::kCtNew};
+    punt.actions = {tc::Police{1000, 100}, tc::Redirect{ifindex, dev, 0xd9200000}};
+    out.emplace_back("police pkts_rate + redirect (the punt rule)", punt);
+    auto odd = punt;
+    odd.prio = 3;
+    odd.actions = {tc::Police{777, 77}, tc::Drop{}};
+    out.emplace_back("police at a rate whose burst is not a whole number of ticks", odd);
     return out;
 }
 

@@ -412,6 +412,7 @@ TEST_CASE("nat stage, inner -> outer: the route looks the connection up (ct firs
               "src_ip 10.100.0.3/32 ct_state +trk+new action gact drop index 3643801603",
               // Without a chunk: to the daemon.
               "tc filter add dev p0 ingress chain 32768 prio 2 protocol 802.1Q flower vlan_ethtype ip ct_state +trk+new "
+              "action police pkts_rate 1000 pkts_burst 100 conform-exceed drop/pipe "
               "action mirred egress redirect dev dpo-inject index 3642753024"});
     // (The gateway is a connected host too: its host rule shares its next hop's chains.)
     CHECK(commands(p, dpo::compile::kChainToOutside) ==
@@ -753,6 +754,7 @@ TEST_CASE("NAT from an EVPN interface: ct on the VXLAN device, its NAT chains th
               "+trk+new action ct commit zone 7 src addr 198.51.100.3-198.51.100.3 port 4608-5119 pipe "
               "action gact goto chain 98305",
               "tc filter add dev vxlan0 ingress chain 98304 prio 2 protocol ip flower ct_state +trk+new "
+              "action police pkts_rate 1000 pkts_burst 100 conform-exceed drop/pipe "
               "action mirred egress redirect dev dpo-inject index 3642753024"});
     // The uplink has its own subscriber rule: a subscriber may come in either way.
     CHECK(dev_rule(p, "p0", dpo::compile::kChainSnat, "src_ip 10.1.0.2/32") != "");

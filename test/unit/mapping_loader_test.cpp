@@ -124,6 +124,21 @@ TEST_CASE("optional sections and fields take their documented defaults") {
     CHECK(q->nat->chunk_size == 512);
     CHECK(q->nat->max_chunks_per_subscriber == 4);
     CHECK(q->nat->chunk_idle_seconds == 120);
+    CHECK(q->nat->first_packet_rate == 1000);
+}
+
+TEST_CASE("nat.first_packet_rate: packets a second, 10..1000000") {
+    json s = spec();
+    s["nat"]["first_packet_rate"] = 250;
+    auto q = dpo::parse_mapping(s.dump(), "m.json");
+    REQUIRE(q.ok());
+    CHECK(q->nat->first_packet_rate == 250);
+    for (int bad : {0, 9, 1000001}) {
+        s["nat"]["first_packet_rate"] = bad;
+        auto r = dpo::parse_mapping(s.dump(), "m.json");
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().front().path == "/nat/first_packet_rate");
+    }
 }
 
 TEST_CASE("a problem names the file, the JSON path and the reason") {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <map>
 #include <random>
 
@@ -40,6 +41,13 @@ TEST_CASE("the IPv4 source of a punted frame, tagged or not") {
     CHECK_FALSE(nat::ipv4_source(f));
     CHECK_FALSE(nat::ipv4_source(std::vector<std::uint8_t>(20, 0)));
     CHECK_FALSE(nat::ipv4_source({}));
+    f[16] = 0x08; f[17] = 0x00;
+    f[18] = 0x44;                      // a header length of 4 words: not an IPv4 header
+    CHECK_FALSE(nat::ipv4_source(f));
+    // Every truncation of a good frame: an address or nothing, never a read past its end.
+    f[18] = 0x45;
+    for (std::size_t n = 0; n < f.size(); ++n)
+        CHECK_FALSE(nat::ipv4_source(std::vector<std::uint8_t>(f.begin(), f.begin() + static_cast<long>(n))));
 }
 
 TEST_CASE("a first packet pulls a chunk; the compiler's state commits new connections into it") {
@@ -130,6 +138,22 @@ TEST_CASE("a subscriber the pool cannot serve gets a drop rule, not a punt per p
     m.tick(180);
     CHECK(m.take_changed() == std::vector{ip("10.0.0.3")});
     CHECK(m.state(1, "x").subscribers.empty());
+}
+
+TEST_CASE("a flood of sources the pool cannot serve makes a bounded number of drop rules") {
+    Nat n = small();
+    n.pool = {*IpPrefix::parse("198.51.100.7/32")};
+    nat::NatManager m(n);
+    std::size_t refused = 0;
+    for (std::uint32_t i = 0; i < nat::NatManager::kMaxStarved + 5000; ++i) {
+        const std::array<std::uint8_t, 4> b{10, static_cast<std::uint8_t>(i >> 16), static_cast<std::uint8_t>(i >> 8),
+                                            static_cast<std::uint8_t>(i)};
+        if (!m.first_packet(IpAddress::from_bytes(Family::V4, b.data()), 0).ok()) ++refused;
+    }
+    CHECK(refused == nat::NatManager::kMaxStarved + 5000 - 2);  // two chunks in the pool
+    // Two subscribers with a chunk, and no more drop rules than the bound.
+    CHECK(m.state(1, "x").subscribers.size() == 2 + nat::NatManager::kMaxStarved);
+    CHECK(m.counters().pool_empty == refused);
 }
 
 TEST_CASE("the subscribers said to have changed are every one whose rule input changed") {

@@ -58,7 +58,7 @@ void compile_pipeline(const PipelineKey& k, View& v, KeyOutput& out) {
         // tracked chain; what is not a reply (new, invalid) is dropped there.
         if (nat && role == Role::Outer) nat_outer_lookup(*d, v.mapping().nat->zone, out);
     }
-    if (nat && d->inner) nat_punt_rule(*d, *nat, out);
+    if (nat && d->inner && v.mapping().nat) nat_punt_rule(*d, *nat, *v.mapping().nat, out);
 }
 
 void compile_local_address(const LocalAddressKey& k, View& v, KeyOutput& out) {

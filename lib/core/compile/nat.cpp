@@ -23,13 +23,21 @@ void nat_outer_lookup(const IngressDevice& d, std::uint16_t zone, KeyOutput& out
     }
 }
 
-void nat_punt_rule(const IngressDevice& d, const nat::NatView& nat, KeyOutput& out) {
+// The punt rule's rate limit: `first_packet_rate` a second, with a burst of a tenth of
+// a second's worth. mlx5 offloads a police action whose excess is dropped and whose
+// conforming packets pipe on (en/tc/act/police.c); before Linux 6.3 the punt rule's
+// +trk+new match keeps it in software anyway.
+tc::Police first_packet_police(const Nat& config) {
+    return tc::Police{config.first_packet_rate, std::max<std::uint64_t>(1, config.first_packet_rate / 10)};
+}
+
+void nat_punt_rule(const IngressDevice& d, const nat::NatView& nat, const Nat& config, KeyOutput& out) {
     // A subscriber without a chunk: its first packet goes to the daemon, which pulls a
     // chunk, installs the subscriber's rule and puts the packet back (into this
     // device's ingress: see the Punt key).
     auto r = tracked_rule(d, kChainSnat, kPrioPunt, Family::V4, tc::kCtNew, "nat: new, no chunk yet: to the daemon");
     if (const int punt = nat.punt_ifindex())
-        r.actions = {tc::Redirect{punt, nat.punt_dev(), kPuntIndex}};
+        r.actions = {first_packet_police(config), tc::Redirect{punt, nat.punt_dev(), kPuntIndex}};
     else
         r.actions = {tc::Drop{kDropNoPunt}};
     out.rules.push_back(std::move(r));

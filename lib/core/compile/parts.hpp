@@ -28,7 +28,7 @@ void compile_punt(View& v, KeyOutput& out);
 // Outer ingress: conntrack first, then new and invalid are dropped (a Pipeline key's).
 void nat_outer_lookup(const IngressDevice& d, std::uint16_t zone, KeyOutput& out);
 // First packets of subscribers without a rule: to the daemon (a Pipeline key's).
-void nat_punt_rule(const IngressDevice& d, const nat::NatView& nat, KeyOutput& out);
+void nat_punt_rule(const IngressDevice& d, const nat::NatView& nat, const Nat& config, KeyOutput& out);
 // One next hop reached through NAT, by connection state (an Adjacency key's).
 void nat_adjacency_chain(const IngressDevice& d, std::uint16_t zone, std::uint32_t id, Family f,
                          const std::vector<tc::Action>& tail, const std::string& toward, KeyOutput& out);

@@ -16,7 +16,8 @@ std::optional<IpAddress> ipv4_source(const std::vector<std::uint8_t>& frame) {
         type = type_at(off);
     }
     off += 2;  // the IPv4 header
-    if (type != 0x0800 || frame.size() < off + 20 || (frame[off] >> 4) != 4) return std::nullopt;
+    if (type != 0x0800 || frame.size() < off + 20 || (frame[off] >> 4) != 4 || (frame[off] & 0x0f) < 5)
+        return std::nullopt;
     return IpAddress::from_bytes(Family::V4, &frame[off + 12]);
 }
 
@@ -35,7 +36,12 @@ Result<ChunkId, Refusal> NatManager::pull(const IpAddress& subscriber, Seconds n
         ++counters_.chunk_limit;
     } else {
         ++counters_.pool_empty;
-        if (table_.chunks_of(subscriber).empty() && starved_.insert(subscriber).second) changed(subscriber);
+        // Bounded: spoofed sources by the million must not become a million rules. Past
+        // the bound a starved subscriber's first packets are punted (at the punt rule's
+        // rate) and refused one by one instead.
+        if (table_.chunks_of(subscriber).empty() && starved_.size() < kMaxStarved &&
+            starved_.insert(subscriber).second)
+            changed(subscriber);
     }
     return pulled;
 }

@@ -81,6 +81,10 @@ private:
     // Subscribers refused for want of a chunk: their new connections are dropped by a
     // rule instead of being punted one by one, until a chunk goes back to the pool.
     std::set<IpAddress> starved_;
+
+public:
+    // Starved subscribers with a drop rule of their own, at most.
+    static constexpr std::size_t kMaxStarved = 4096;
 };
 
 }  // namespace dpo::nat

@@ -66,6 +66,12 @@ struct ActionBytes {
         b.u8(static_cast<std::uint8_t>(r.dec_ttl | (r.dec_hoplimit << 1)));
     }
     void operator()(const CsumIp4h&) {}
+    void operator()(const Police& p) {
+        b.u32(static_cast<std::uint32_t>(p.packets_per_second));
+        b.u32(static_cast<std::uint32_t>(p.packets_per_second >> 32));
+        b.u32(static_cast<std::uint32_t>(p.burst));
+        b.u32(static_cast<std::uint32_t>(p.burst >> 32));
+    }
     void operator()(const Redirect& r) {
         b.u32(static_cast<std::uint32_t>(r.ifindex));
         b.u32(r.index);

@@ -68,6 +68,10 @@ struct ActionText {
         return s + " pipe";
     }
     std::string operator()(const CsumIp4h&) const { return "csum iph pipe"; }
+    std::string operator()(const Police& p) const {
+        return "police pkts_rate " + std::to_string(p.packets_per_second) + " pkts_burst " + std::to_string(p.burst) +
+               " conform-exceed drop/pipe";
+    }
     std::string operator()(const Ct& c) const {
         if (c.clear) return "ct clear pipe";
         std::string s = "ct";

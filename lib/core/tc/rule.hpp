@@ -158,7 +158,19 @@ struct TunnelUnset {
     bool operator==(const TunnelUnset&) const = default;
 };
 
-using Action = std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect, Ct, TunnelSet, TunnelUnset>;
+// police: a packet-rate token bucket; what conforms goes on (pipe), what exceeds is
+// dropped and counted in the action's statistics. It bounds the first packets a punt
+// rule sends to the daemon. Not shared: each rule has its own bucket, so a changed
+// rate is a changed rule and nothing else (a shared action keeps its parameters when a
+// rule binds to it again).
+struct Police {
+    std::uint64_t packets_per_second = 0;
+    std::uint64_t burst = 0;  // packets
+    bool operator==(const Police&) const = default;
+};
+
+using Action =
+    std::variant<Goto, Pass, Drop, VlanPop, VlanPush, Rewrite, CsumIp4h, Redirect, Ct, TunnelSet, TunnelUnset, Police>;
 
 enum class Hook : std::uint8_t { Ingress };
 
