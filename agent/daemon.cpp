@@ -18,6 +18,7 @@
 #include "core/engine/engine.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
+#include "kernel/feature_probe.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -48,8 +49,10 @@ tc::HashKey random_hash_key() {
 
 class Daemon {
 public:
-    Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher)
-        : file_(std::move(file)), tc_(tc), watcher_(watcher), engine_(std::move(m), tc, engine_options(o)) {}
+    Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher,
+           kernel::KernelFeatures& features)
+        : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features),
+          engine_(features.admit(std::move(m)), tc, engine_options(o)) {}
 
     int run(int sfd) {
         const auto now = Clock::now();
@@ -157,7 +160,7 @@ private:
     // without it, or while it cannot start, inner -> outer IPv4 is left to the kernel.
     void maybe_start_nat(Clock::time_point now) {
         const Mapping& m = engine_.mapping();
-        if (!m.nat || nat_) return;
+        if (!m.nat || nat_ || !features_.nat()) return;  // no act_ct / ctnetlink: said at start
         // The uplink may appear after the daemon started (or be re-created): try once
         // per uplink ifindex, not on every event.
         const Link* up = engine_.model().link_named(m.uplink);
@@ -265,7 +268,8 @@ private:
         const bool nat_gone = nat_changed && !next->nat;
         if (nat_changed && nat_) stop_nat(now);
         nat_tried_ifindex_ = 0;
-        engine_.reload(std::move(next).value(), now);
+        (void)features_.check(*next);  // a stage the start did not need: its features now
+        engine_.reload(features_.admit(std::move(next).value()), now);
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
@@ -287,6 +291,7 @@ private:
     std::string file_;
     kernel::TcNetlink& tc_;
     kernel::RtnlWatcher& watcher_;
+    kernel::KernelFeatures& features_;
     engine::Engine engine_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
@@ -311,6 +316,11 @@ int run(const std::string& file, const Options& options) {
         log::error("config-refused", {{"file", file}, {"problems", std::to_string(loaded.error().size())}});
         return kExitFailure;
     }
+
+    // Before anything else touches tc (and before the daemon listens to it): the modules
+    // the rules need, once; a missing core one refuses the start (kernel/feature_probe.hpp).
+    kernel::KernelFeatures features;
+    if (!features.check(*loaded)) return kExitFailure;
 
     // Signals arrive as readable events, so handling them is ordinary code.
     sigset_t mask;
@@ -340,7 +350,7 @@ int run(const std::string& file, const Options& options) {
         log::error("startup-failed", {{"reason", watcher.error()}});
         return kExitFailure;
     }
-    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher);
+    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features);
     log::notice("started", {{"file", file}});
     const int rc = daemon.run(sfd);
     close(sfd);

@@ -245,7 +245,8 @@ void put_prefix(nlmsghdr* nlh, const IpPrefix& p, int v4_key, int v4_mask, int v
 
 }  // namespace
 
-nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op) {
+nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op,
+                         std::uint32_t cls_flags) {
     const std::uint16_t flags = op == FilterOp::Replace ? NLM_F_REPLACE : (NLM_F_CREATE | NLM_F_EXCL);
     nlmsghdr* nlh = put_tc_header(buf, RTM_NEWTFILTER, static_cast<std::uint16_t>(flags | NLM_F_ACK | NLM_F_ECHO), ifindex,
                                   kIngressParent, handle, tcm_info(r.prio, r.protocol));
@@ -254,7 +255,7 @@ nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_
     nlattr* opts = mnl_attr_nest_start(nlh, TCA_OPTIONS);
     // No skip_sw, no skip_hw: in hardware where the driver can, and always in
     // software, where a hardware miss resumes.
-    mnl_attr_put_u32(nlh, TCA_FLOWER_FLAGS, 0);
+    mnl_attr_put_u32(nlh, TCA_FLOWER_FLAGS, cls_flags);
     if (r.protocol != tc::kEthAll) mnl_attr_put_u16(nlh, TCA_FLOWER_KEY_ETH_TYPE, htons(r.protocol));
     const auto& m = r.match;
     if (m.dst_mac) {

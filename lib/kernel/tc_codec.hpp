@@ -39,7 +39,9 @@ enum class FilterOp : std::uint8_t {
     Create,   // NLM_F_CREATE|NLM_F_EXCL: at `handle` (0: the kernel picks), which must be free
     Replace,  // NLM_F_REPLACE: the filter at `handle`, which must exist
 };
-nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op);
+// `cls_flags`: TCA_CLS_FLAGS_* (the daemon's rules: none; the feature probe: skip_hw).
+nlmsghdr* put_new_filter(void* buf, const tc::Rule& r, int ifindex, std::uint32_t handle, FilterOp op,
+                         std::uint32_t cls_flags = 0);
 nlmsghdr* put_del_filter(void* buf, const FilterRef& f);
 // RTM_GETTFILTER dump of every chain of the device's clsact ingress. `terse`: each
 // filter with its handle, flags (in_hw) and its actions' kinds and cookies only

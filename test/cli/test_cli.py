@@ -110,7 +110,18 @@ def main():
         live = pathlib.Path(tmp) / 'live.json'
         live.write_text(example.read_text())
         d = Daemon([exe, '--config', str(live)])
-        check('the daemon starts with a valid file', d.wait_for('started') is not None, 'no "started" line')
+        started = d.wait_for('started')
+        if started is None and any('startup-refused' in l for l in d.lines):
+            # A kernel without tc flower (this project's build machines): the start-up
+            # feature probe refuses, by design. The signal checks below run in the lab
+            # (scenario kernel_features), on a kernel that has it.
+            code = d.exit_code()
+            check('on a kernel without cls_flower the daemon refuses to start, naming the module (exit 1)',
+                  code == 1 and any(l.startswith('<3>kernel-feature-missing feature=cls_flower') for l in d.lines),
+                  f'exit {code}: {d.lines}')
+            print(f'{passed} passed, {failed} failed')
+            return 0 if failed == 0 else 1
+        check('the daemon starts with a valid file', started is not None, 'no "started" line')
         live.write_text('{ "uplink": ')
         d.signal(signal.SIGHUP)
         check('SIGHUP with a broken file is refused', d.wait_for('reload-refused') is not None, 'no "reload-refused"')
