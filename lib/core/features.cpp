@@ -18,6 +18,7 @@ const std::vector<Spec> kSpecs = {
     {Feature::Vlan, "act_vlan", "act_vlan", "vlan", Stage::Core},
     {Feature::Ct, "act_ct", "act_ct", "ct", Stage::Nat},
     {Feature::TunnelKey, "act_tunnel_key", "act_tunnel_key", "tunnel_key", Stage::Vxlan},
+    {Feature::Police, "act_police", "act_police", "police", Stage::Nat},
     {Feature::Ctnetlink, "ctnetlink", "nf_conntrack_netlink", "", Stage::Nat},
 };
 

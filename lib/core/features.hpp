@@ -11,7 +11,8 @@
 //          with nothing in it and look healthy. act_vlan is core whatever the mapping
 //          (an EVPN-only mapping would not use it): a core set that does not depend on
 //          the mapping means a reload can never newly need a core feature.
-//   nat    act_ct, nf_conntrack_netlink (only with `nat`): without them the daemon
+//   nat    act_ct, act_police (the punt rule's rate limit), nf_conntrack_netlink (only
+//          with `nat`): without them the daemon
 //          runs without its NAT stage, the state the engine already knows (NAT stage
 //          not running: inner -> outer IPv4 left to the kernel).
 //   vxlan  act_tunnel_key (only with EVPN or ACI interfaces): without it those
@@ -27,7 +28,7 @@
 
 namespace dpo::features {
 
-enum class Feature : std::uint8_t { Clsact, Flower, Gact, Mirred, Pedit, Csum, Vlan, Ct, TunnelKey, Ctnetlink };
+enum class Feature : std::uint8_t { Clsact, Flower, Gact, Mirred, Pedit, Csum, Vlan, Ct, TunnelKey, Police, Ctnetlink };
 enum class Stage : std::uint8_t { Core, Nat, Vxlan };
 
 struct Spec {

@@ -141,6 +141,7 @@ tc::Action probe_action(Feature f, int ifindex, const std::string& dev, std::uin
         case Feature::Vlan: return tc::VlanPop{};
         case Feature::Ct: return tc::Ct{zone, false, true, false, std::nullopt};  // ct zone Z nat: needs NAT built in
         case Feature::TunnelKey: return tc::TunnelUnset{};
+        case Feature::Police: return tc::Police{1000, 100};  // the punt rule's shape: a packet rate
         default: return tc::Pass{};  // gact
     }
 }

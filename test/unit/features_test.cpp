@@ -71,9 +71,9 @@ TEST_CASE("features: every spec is its own row, named by the module that provide
 
 TEST_CASE("features: a mapping needs the core, and a stage's features only with that stage") {
     CHECK(modules(dpo::features::needed(mapping(kVlan))) == kCore);
-    CHECK(modules(dpo::features::needed(mapping(kVlanNat))) == plus(kCore, {"act_ct", "nf_conntrack_netlink"}));
+    CHECK(modules(dpo::features::needed(mapping(kVlanNat))) == plus(kCore, {"act_ct", "act_police", "nf_conntrack_netlink"}));
     CHECK(modules(dpo::features::needed(mapping(kMixed))) ==
-          plus(kCore, {"act_ct", "act_tunnel_key", "nf_conntrack_netlink"}));
+          plus(kCore, {"act_ct", "act_tunnel_key", "act_police", "nf_conntrack_netlink"}));
 }
 
 TEST_CASE("features: the kernel's answer to a probe, read as a value") {
