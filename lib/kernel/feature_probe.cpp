@@ -94,25 +94,6 @@ public:
 private:
     explicit Asker(mnl_socket* s) : sock_(s) {}
 
-    // The extack message of an NLMSG_ERROR (requests come back capped: header only).
-    static std::string extack_of(const nlmsghdr* nlh) {
-        if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
-        const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-        std::size_t offset = sizeof(nlmsgerr);
-        if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
-        if (mnl_nlmsg_size(offset) > nlh->nlmsg_len) return "";
-        std::string msg;
-        mnl_attr_parse(
-            nlh, static_cast<unsigned>(offset),
-            [](const nlattr* a, void* data) {
-                if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
-                    *static_cast<std::string*>(data) = mnl_attr_get_str(a);
-                return MNL_CB_OK;
-            },
-            &msg);
-        return msg;
-    }
-
     mnl_socket* sock_;
     std::uint32_t seq_ = 0;
 };

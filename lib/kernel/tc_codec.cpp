@@ -851,4 +851,27 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     return out;
 }
 
+std::string extack_of(const nlmsghdr* nlh) {
+    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS) || mnl_nlmsg_get_payload_len(nlh) < sizeof(nlmsgerr)) return "";
+    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    // The request comes back after the error code, whole or (NETLINK_CAP_ACK, and for
+    // an ack without error) as its header only; the attributes follow it.
+    std::size_t offset = sizeof(nlmsgerr);
+    if (!(nlh->nlmsg_flags & NLM_F_CAPPED) && err->error != 0) {
+        if (err->msg.nlmsg_len < sizeof(nlmsghdr)) return "";
+        offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
+    }
+    if (mnl_nlmsg_size(offset) > nlh->nlmsg_len) return "";
+    std::string msg;
+    mnl_attr_parse(
+        nlh, static_cast<unsigned>(offset),
+        [](const nlattr* a, void* data) {
+            if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
+                *static_cast<std::string*>(data) = mnl_attr_get_str(a);
+            return MNL_CB_OK;
+        },
+        &msg);
+    return msg;
+}
+
 }  // namespace dpo::kernel

@@ -79,4 +79,8 @@ HwFlags filter_hw_flags(const nlmsghdr* nlh);
 // `decoded` false but still report ownership and hardware state.
 Result<tc::Installed> parse_filter(const nlmsghdr* nlh);
 
+// The extack message of an NLMSG_ERROR, if the kernel sent one ("" otherwise, and for a
+// message too short for what it says it holds).
+std::string extack_of(const nlmsghdr* nlh);
+
 }  // namespace dpo::kernel

@@ -36,25 +36,6 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 int ifindex_of(const std::string& dev) { return static_cast<int>(if_nametoindex(dev.c_str())); }
 
-// The extack message of an NLMSG_ERROR, if the kernel sent one.
-std::string extack_of(const nlmsghdr* nlh) {
-    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
-    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-    // With NETLINK_CAP_ACK the request comes back as its header only.
-    std::size_t offset = sizeof(nlmsgerr);
-    if (!(nlh->nlmsg_flags & NLM_F_CAPPED) && err->error != 0) offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
-    std::string msg;
-    mnl_attr_parse(
-        nlh, static_cast<unsigned>(offset),
-        [](const nlattr* a, void* data) {
-            if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
-                *static_cast<std::string*>(data) = mnl_attr_get_str(a);
-            return MNL_CB_OK;
-        },
-        &msg);
-    return msg;
-}
-
 Result<mnl_socket*> open_socket() {
     mnl_socket* s = mnl_socket_open(NETLINK_ROUTE);
     if (!s) return fail("cannot open rtnetlink: " + errno_text(errno));

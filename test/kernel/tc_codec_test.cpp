@@ -10,6 +10,7 @@
 #include <linux/tc_act/tc_tunnel_key.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <string_view>
 #include <vector>
@@ -346,4 +347,25 @@ TEST_CASE("every attribute cut short or lengthened anywhere: a value or a refusa
     }
     CHECK(tries > 500);
     CHECK(refused > tries / 10);
+}
+
+TEST_CASE("an error's extack is read within the message, whatever the length it claims for the request") {
+    std::vector<char> buf(256, 0);
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+    nlh->nlmsg_type = NLMSG_ERROR;
+    nlh->nlmsg_flags = NLM_F_ACK_TLVS | NLM_F_CAPPED;
+    auto* err = static_cast<nlmsgerr*>(mnl_nlmsg_put_extra_header(nlh, sizeof(nlmsgerr)));
+    err->error = -EINVAL;
+    err->msg.nlmsg_len = sizeof(nlmsghdr);
+    mnl_attr_put_strz(nlh, NLMSGERR_ATTR_MSG, "Unknown action kind");
+    CHECK(kernel::extack_of(nlh) == "Unknown action kind");
+    // Not capped: the request is said to follow whole, and to be far longer than the message.
+    nlh->nlmsg_flags = NLM_F_ACK_TLVS;
+    err->msg.nlmsg_len = 0xfffffff0u;
+    CHECK(kernel::extack_of(nlh).empty());
+    err->msg.nlmsg_len = 4;  // shorter than a header
+    CHECK(kernel::extack_of(nlh).empty());
+    // A message too short for its error header.
+    nlh->nlmsg_len = sizeof(nlmsghdr) + 2;
+    CHECK(kernel::extack_of(nlh).empty());
 }
