@@ -23,8 +23,8 @@
 //     driver never sees it): no packet reaches it, and it lives for a few messages.
 //     ctnetlink: one IPCTNL_MSG_CT_GET_STATS (read-only) on NETLINK_NETFILTER.
 //  Cost: 0 messages when every module needed is loaded; otherwise at most 1 (clsact)
-//  + 1 (flower) + 1 per action kind not loaded (7 at most) + 1 (delete the filter)
-//  + 1 (delete a clsact it made) + 1 (ctnetlink): 12 at most, each answered by an ack.
+//  + 1 (flower) + 1 per action kind not loaded (8 at most) + 1 (delete the filter)
+//  + 1 (delete a clsact it made) + 1 (ctnetlink): 13 at most, each answered by an ack.
 // The answers are read as values: ENOENT / EOPNOTSUPP (EINVAL for ctnetlink) is a
 // missing feature; any other error (no permission, a device gone meanwhile) leaves the
 // feature unknown: logged and assumed present, a rule that needs it will say.

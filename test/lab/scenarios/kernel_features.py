@@ -55,7 +55,7 @@ MAPPING = """{ "uplink": "%s", "vxlan": { "device": "vxlan0", "port": 4789 },
 # What the mapping needs (lib/core/features.cpp), by module.
 NEEDED = ["sch_ingress", "cls_flower", "act_gact", "act_mirred", "act_pedit", "act_csum", "act_vlan",
           "act_ct", "act_tunnel_key", "act_police", "nf_conntrack_netlink"]
-MAX_MESSAGES = 12          # the probe's stated bound (feature_probe.hpp)
+MAX_MESSAGES = 13          # the probe's stated bound (feature_probe.hpp)
 START_TIMEOUT = 30.0
 WORK = "/tmp/dpo-kernel-features"           # the chroot's /tmp: /host/tmp for the kernel's helper
 WRAPPER = WORK + "/modprobe"
