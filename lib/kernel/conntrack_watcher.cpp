@@ -38,6 +38,120 @@ std::uint16_t port(const nf_conntrack* ct, nf_conntrack_attr a) {
     return has(ct, a) ? ntohs(nfct_get_attr_u16(ct, a)) : 0;  // the library keeps ports in network order
 }
 
+// libnetfilter_conntrack 1.0.9 (Debian 12) checks each attribute's type as it parses an
+// event, and on one that fails it calls exit() (__abi_breakage in parse_mnl.c), so a
+// single malformed message would end the daemon. Every attribute set it checks is
+// checked here first, with the same types (and strings it strdup()s must end in their
+// NUL), and a message that fails is skipped instead.
+struct CtRule {
+    int type;
+    mnl_attr_data_type as;
+    std::size_t len = 0;  // exact length for a binary; 0: the type's own
+    const struct CtSet* nested = nullptr;
+};
+struct CtSet {
+    int max;
+    std::initializer_list<CtRule> rules;
+};
+const CtSet kCtIp{CTA_IP_MAX,
+                  {{CTA_IP_V4_SRC, MNL_TYPE_U32}, {CTA_IP_V4_DST, MNL_TYPE_U32},
+                   {CTA_IP_V6_SRC, MNL_TYPE_BINARY, 16}, {CTA_IP_V6_DST, MNL_TYPE_BINARY, 16}}};
+const CtSet kCtProto{CTA_PROTO_MAX,
+                     {{CTA_PROTO_NUM, MNL_TYPE_U8},
+                      {CTA_PROTO_SRC_PORT, MNL_TYPE_U16},
+                      {CTA_PROTO_DST_PORT, MNL_TYPE_U16},
+                      {CTA_PROTO_ICMP_ID, MNL_TYPE_U16},
+                      {CTA_PROTO_ICMP_TYPE, MNL_TYPE_U8},
+                      {CTA_PROTO_ICMP_CODE, MNL_TYPE_U8},
+                      {CTA_PROTO_ICMPV6_ID, MNL_TYPE_U16},
+                      {CTA_PROTO_ICMPV6_TYPE, MNL_TYPE_U8},
+                      {CTA_PROTO_ICMPV6_CODE, MNL_TYPE_U8}}};
+const CtSet kCtTuple{CTA_TUPLE_MAX,
+                     {{CTA_TUPLE_IP, MNL_TYPE_NESTED, 0, &kCtIp},
+                      {CTA_TUPLE_PROTO, MNL_TYPE_NESTED, 0, &kCtProto},
+                      {CTA_TUPLE_ZONE, MNL_TYPE_U16}}};
+const CtSet kCtTcp{CTA_PROTOINFO_TCP_MAX,
+                   {{CTA_PROTOINFO_TCP_STATE, MNL_TYPE_U8},
+                    {CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, MNL_TYPE_U8},
+                    {CTA_PROTOINFO_TCP_WSCALE_REPLY, MNL_TYPE_U8},
+                    {CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, MNL_TYPE_BINARY, 2},
+                    {CTA_PROTOINFO_TCP_FLAGS_REPLY, MNL_TYPE_BINARY, 2}}};
+const CtSet kCtSctp{CTA_PROTOINFO_SCTP_MAX,
+                    {{CTA_PROTOINFO_SCTP_STATE, MNL_TYPE_U8},
+                     {CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, MNL_TYPE_U32},
+                     {CTA_PROTOINFO_SCTP_VTAG_REPLY, MNL_TYPE_U32}}};
+const CtSet kCtDccp{CTA_PROTOINFO_DCCP_MAX,
+                    {{CTA_PROTOINFO_DCCP_STATE, MNL_TYPE_U8},
+                     {CTA_PROTOINFO_DCCP_ROLE, MNL_TYPE_U8},
+                     {CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ, MNL_TYPE_U64}}};
+const CtSet kCtProtoinfo{CTA_PROTOINFO_MAX,
+                         {{CTA_PROTOINFO_TCP, MNL_TYPE_NESTED, 0, &kCtTcp},
+                          {CTA_PROTOINFO_SCTP, MNL_TYPE_NESTED, 0, &kCtSctp},
+                          {CTA_PROTOINFO_DCCP, MNL_TYPE_NESTED, 0, &kCtDccp}}};
+const CtSet kCtCounters{CTA_COUNTERS_MAX,
+                        {{CTA_COUNTERS_PACKETS, MNL_TYPE_U64},
+                         {CTA_COUNTERS_BYTES, MNL_TYPE_U64},
+                         {CTA_COUNTERS32_PACKETS, MNL_TYPE_U32},
+                         {CTA_COUNTERS32_BYTES, MNL_TYPE_U32}}};
+const CtSet kCtNatSeq{CTA_NAT_SEQ_MAX,
+                      {{CTA_NAT_SEQ_CORRECTION_POS, MNL_TYPE_U32},
+                       {CTA_NAT_SEQ_OFFSET_BEFORE, MNL_TYPE_U32},
+                       {CTA_NAT_SEQ_OFFSET_AFTER, MNL_TYPE_U32}}};
+const CtSet kCtHelp{CTA_HELP_MAX, {{CTA_HELP_NAME, MNL_TYPE_NUL_STRING}}};
+const CtSet kCtSecctx{CTA_SECCTX_MAX, {{CTA_SECCTX_NAME, MNL_TYPE_NUL_STRING}}};
+const CtSet kCtTimestamp{CTA_TIMESTAMP_MAX,
+                         {{CTA_TIMESTAMP_START, MNL_TYPE_U64}, {CTA_TIMESTAMP_STOP, MNL_TYPE_U64}}};
+const CtSet kCtTop{CTA_MAX,
+                   {{CTA_TUPLE_ORIG, MNL_TYPE_NESTED, 0, &kCtTuple},
+                    {CTA_TUPLE_REPLY, MNL_TYPE_NESTED, 0, &kCtTuple},
+                    {CTA_TUPLE_MASTER, MNL_TYPE_NESTED, 0, &kCtTuple},
+                    {CTA_NAT_SEQ_ADJ_ORIG, MNL_TYPE_NESTED, 0, &kCtNatSeq},
+                    {CTA_NAT_SEQ_ADJ_REPLY, MNL_TYPE_NESTED, 0, &kCtNatSeq},
+                    {CTA_PROTOINFO, MNL_TYPE_NESTED, 0, &kCtProtoinfo},
+                    {CTA_COUNTERS_ORIG, MNL_TYPE_NESTED, 0, &kCtCounters},
+                    {CTA_COUNTERS_REPLY, MNL_TYPE_NESTED, 0, &kCtCounters},
+                    {CTA_HELP, MNL_TYPE_NESTED, 0, &kCtHelp},
+                    {CTA_SECCTX, MNL_TYPE_NESTED, 0, &kCtSecctx},
+                    {CTA_TIMESTAMP, MNL_TYPE_NESTED, 0, &kCtTimestamp},
+                    {CTA_STATUS, MNL_TYPE_U32},
+                    {CTA_TIMEOUT, MNL_TYPE_U32},
+                    {CTA_MARK, MNL_TYPE_U32},
+                    {CTA_SECMARK, MNL_TYPE_U32},
+                    {CTA_USE, MNL_TYPE_U32},
+                    {CTA_ID, MNL_TYPE_U32},
+                    {CTA_ZONE, MNL_TYPE_U16}}};
+
+// Whether every attribute in [data, data + len) that `set` names is of its type, nests
+// included (at most a few levels: the sets above are a tree).
+bool ct_attrs_valid(const void* data, std::size_t len, const CtSet& set) {
+    const auto* a = static_cast<const nlattr*>(data);
+    int left = static_cast<int>(len);
+    while (mnl_attr_ok(a, left)) {
+        const int type = mnl_attr_get_type(a);
+        for (const CtRule& r : set.rules) {
+            if (r.type != type) continue;
+            const int v = r.len ? mnl_attr_validate2(a, r.as, r.len) : mnl_attr_validate(a, r.as);
+            if (v < 0) return false;
+            if (r.nested && !ct_attrs_valid(mnl_attr_get_payload(a), mnl_attr_get_payload_len(a), *r.nested))
+                return false;
+            break;
+        }
+        left -= static_cast<int>(MNL_ALIGN(a->nla_len));
+        a = mnl_attr_next(a);
+    }
+    return true;
+}
+
+}  // namespace
+
+bool conntrack_message_valid(const nlmsghdr* nlh) {
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg)) return false;
+    const auto* attrs = static_cast<const char*>(mnl_nlmsg_get_payload(nlh)) + sizeof(nfgenmsg);
+    return ct_attrs_valid(attrs, mnl_nlmsg_get_payload_len(nlh) - sizeof(nfgenmsg), kCtTop);
+}
+
+namespace {
+
 // The first attribute of `type` among the attributes in [data, data + len).
 const nlattr* find_attr(const void* data, std::size_t len, std::uint16_t type) {
     auto* a = static_cast<const nlattr*>(data);
@@ -180,8 +294,9 @@ Result<ConntrackWatcher::Batch> ConntrackWatcher::process() {
             // nfct_nlmsg_parse() reads the nfgenmsg header without checking that the
             // message has room for one; the attributes it validates itself (type and
             // length of each, mnl_attr_validate in libnetfilter_conntrack's parse_mnl.c).
-            if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nfgenmsg)) {
-                malformed(Malformed::Conntrack, "an event shorter than its nfgenmsg header");
+            if (!conntrack_message_valid(nlh)) {
+                malformed(Malformed::Conntrack, "an event with an attribute not of its type (or shorter than "
+                                                "its nfgenmsg header)");
                 continue;
             }
             if (nfct_nlmsg_parse(nlh, ct.get()) < 0) {

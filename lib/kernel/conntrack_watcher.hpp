@@ -13,6 +13,8 @@
 // event, so a restarted daemon sees such connections in its dump but not when they
 // end. net.netfilter.nf_conntrack_events=1 (per network namespace) lifts that.
 
+#include <linux/netlink.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -40,6 +42,10 @@ struct ConntrackEntry {
 
     bool operator==(const ConntrackEntry&) const = default;
 };
+
+// Whether a ctnetlink message's attributes are each of the type libnetfilter_conntrack
+// expects (it exit()s on one that is not): checked before the library parses it.
+bool conntrack_message_valid(const nlmsghdr* nlh);
 
 struct ConntrackEvent {
     enum class Kind : std::uint8_t { New, Destroy } kind;
