@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/malformed.hpp"
+#include "kernel/tc_codec.hpp"
 
 namespace dpo::kernel {
 
@@ -278,7 +279,7 @@ Result<ConntrackWatcher::Batch> ConntrackWatcher::process() {
             continue;
         }
         int len = static_cast<int>(n);
-        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, len);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); message_fits(nlh, len);
              nlh = mnl_nlmsg_next(nlh, &len)) {
             if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK) continue;
             ConntrackEvent::Kind kind;

@@ -80,7 +80,7 @@ public:
             const ssize_t n = mnl_socket_recvfrom(sock_, rx.data(), rx.size());
             if (n < 0) return {errno, "no answer"};
             int len = static_cast<int>(n);
-            for (auto* m = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(m, len);
+            for (auto* m = reinterpret_cast<const nlmsghdr*>(rx.data()); message_fits(m, len);
                  m = mnl_nlmsg_next(m, &len)) {
                 // Echoes and the stats answer come before the ack: only the ack says.
                 if (m->nlmsg_seq != seq_ || m->nlmsg_type != NLMSG_ERROR) continue;

@@ -79,6 +79,13 @@ HwFlags filter_hw_flags(const nlmsghdr* nlh);
 // `decoded` false but still report ownership and hardware state.
 Result<tc::Installed> parse_filter(const nlmsghdr* nlh);
 
+// mnl_nlmsg_ok() with the length compared unsigned: libmnl casts nlmsg_len to int, so a
+// length of 2 GiB or more passed its check and the walk went past the buffer.
+inline bool message_fits(const nlmsghdr* nlh, int len) {
+    return len >= static_cast<int>(sizeof(nlmsghdr)) && nlh->nlmsg_len >= sizeof(nlmsghdr) &&
+           nlh->nlmsg_len <= static_cast<unsigned>(len);
+}
+
 // The extack message of an NLMSG_ERROR, if the kernel sent one ("" otherwise, and for a
 // message too short for what it says it holds).
 std::string extack_of(const nlmsghdr* nlh);

@@ -115,7 +115,7 @@ Result<Done> TcNetlink::dump(const std::string& dev, bool terse, const Visitor& 
         const ssize_t n = mnl_socket_recvfrom(dump_sock_, rx.data(), rx.size());
         if (n < 0) return fail("filter dump: " + errno_text(errno));
         int len = static_cast<int>(n);
-        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); message_fits(nlh, len);
              nlh = mnl_nlmsg_next(nlh, &len)) {
             if (nlh->nlmsg_seq != req->nlmsg_seq) continue;  // a late answer of something else
             if (nlh->nlmsg_type == NLMSG_DONE) return Done{};
@@ -251,7 +251,7 @@ void TcNetlink::send_batch(const std::vector<char>& buf, const std::vector<Sent>
             return;
         }
         int len = static_cast<int>(n);
-        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); message_fits(nlh, len);
              nlh = mnl_nlmsg_next(nlh, &len)) {
             const auto it = waiting.find(nlh->nlmsg_seq);
             if (nlh->nlmsg_type == NLMSG_ERROR) {
@@ -337,7 +337,7 @@ program::Applied TcNetlink::poll_events() {
             break;  // EAGAIN: nothing more
         }
         int len = static_cast<int>(n);
-        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(nlh, len);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rx.data()); message_fits(nlh, len);
              nlh = mnl_nlmsg_next(nlh, &len))
             take_notification(nlh, out, 0);
     }

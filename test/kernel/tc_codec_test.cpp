@@ -369,3 +369,15 @@ TEST_CASE("an error's extack is read within the message, whatever the length it 
     nlh->nlmsg_len = sizeof(nlmsghdr) + 2;
     CHECK(kernel::extack_of(nlh).empty());
 }
+
+TEST_CASE("a message that claims 2 GiB or more does not fit what was read (libmnl's check would pass it)") {
+    std::vector<char> buf(64, 0);
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());
+    CHECK(kernel::message_fits(nlh, 64));
+    nlh->nlmsg_len = 0x80000010u;
+    CHECK_FALSE(kernel::message_fits(nlh, 64));
+    nlh->nlmsg_len = 65;
+    CHECK_FALSE(kernel::message_fits(nlh, 64));
+    nlh->nlmsg_len = 8;  // shorter than its header
+    CHECK_FALSE(kernel::message_fits(nlh, 64));
+}
