@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include "core/gcc_workarounds.hpp"
+
 namespace dpo::model {
 
 std::size_t hash_of(const IpAddress& a) noexcept {
@@ -33,10 +35,14 @@ const Link* KernelModel::link_named(std::string_view name) const {
     return it == by_name_.end() ? nullptr : link(it->second);
 }
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::string KernelModel::link_name(int ifindex) const {
     const Link* l = link(ifindex);
     return l ? l->name : "#" + std::to_string(ifindex);
 }
+DPO_GCC_WARNING_ON
 
 const RouteTable& KernelModel::table(std::uint32_t id) const {
     static const RouteTable kEmpty;
