@@ -165,8 +165,10 @@ std::vector<Change> KernelModel::resync(const KernelState& s) {
     for (const auto& r : s.routes) route_now.insert({r.table, RouteId::of(r)});
     std::vector<Route> gone_routes;
     for (const auto& [id, t] : tables_)
-        t.for_each([&](const Route& r) {
-            if (!route_now.count({id, RouteId::of(r)})) gone_routes.push_back(r);
+        // A copy of `id`: clang before 16 (Debian 12's clang 14 builds fuzz/) cannot
+        // capture a structured binding.
+        t.for_each([&, table = id](const Route& r) {
+            if (!route_now.count({table, RouteId::of(r)})) gone_routes.push_back(r);
         });
     for (const auto& r : gone_routes) keep(apply_route({r, true}));
 
