@@ -11,6 +11,8 @@ packages=(
   libmnl-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev nlohmann-json3-dev catch2
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
+  # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends
+  clang libclang-rt-14-dev
   # the lab: Debian's stock kernel under qemu, and the tools run inside it
   qemu-system-x86 busybox-static kmod cpio iproute2 conntrack ethtool tcpdump
 )

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include "gcc_workarounds.hpp"
 #include "text.hpp"
 
 namespace dpo::log {
@@ -49,6 +50,9 @@ void append_value(std::string& out, std::string_view v) {
 }
 }  // namespace
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::string format(Level level, std::string_view event, std::initializer_list<Field> fields) {
     std::string line = "<" + std::to_string(static_cast<int>(level)) + ">";
     line += event;
@@ -61,6 +65,7 @@ std::string format(Level level, std::string_view event, std::initializer_list<Fi
     line += '\n';
     return line;
 }
+DPO_GCC_WARNING_ON
 
 void write(Level level, std::string_view event, std::initializer_list<Field> fields) {
     const std::string line = format(level, event, fields);

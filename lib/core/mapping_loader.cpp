@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gcc_workarounds.hpp"
 #include "text.hpp"
 
 namespace dpo {
@@ -43,7 +44,11 @@ std::string pointer_token(std::string_view key) {
 std::string child(const std::string& at, std::string_view key) { return at + "/" + pointer_token(key); }
 std::string child(const std::string& at, std::size_t index) { return at + "/" + std::to_string(index); }
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+DPO_GCC_WARNING_ON
 
 // nlohmann keeps the last of duplicate keys silently; an operator who wrote a key
 // twice meant something, so a SAX pass finds them (and syntax errors, with line and

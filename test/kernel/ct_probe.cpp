@@ -25,6 +25,7 @@
 #include <iostream>
 #include <string>
 
+#include "core/gcc_workarounds.hpp"
 #include "kernel/conntrack_watcher.hpp"
 
 using namespace dpo;
@@ -44,9 +45,13 @@ std::string proto_name(std::uint8_t p) {
     }
 }
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::string endpoint(const IpAddress& a, std::uint16_t port) {
     return (a.family == Family::V6 ? "[" + a.str() + "]" : a.str()) + ":" + std::to_string(port);
 }
+DPO_GCC_WARNING_ON
 
 std::string describe(const ConntrackEntry& e) {
     return proto_name(e.l4proto) + " " + endpoint(e.orig_src, e.orig_sport) + "->" +

@@ -3,6 +3,8 @@
 
 #include <variant>
 
+#include "core/gcc_workarounds.hpp"
+
 namespace dpo {
 
 namespace {
@@ -25,6 +27,9 @@ std::string route_text(const KernelState& k, const Route& r) {
 }
 }  // namespace
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::vector<std::string> describe_mapping(const Mapping& m) {
     std::vector<std::string> out;
     out.push_back("uplink " + m.uplink + ", route table " + std::to_string(m.route_table));
@@ -45,6 +50,7 @@ std::vector<std::string> describe_mapping(const Mapping& m) {
     }
     return out;
 }
+DPO_GCC_WARNING_ON
 
 std::vector<Finding> inspect_kernel(const Mapping& m, const KernelState& k) {
     std::vector<Finding> out;

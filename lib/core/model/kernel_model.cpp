@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include "core/gcc_workarounds.hpp"
+
 namespace dpo::model {
 
 std::size_t hash_of(const IpAddress& a) noexcept {
@@ -33,10 +35,14 @@ const Link* KernelModel::link_named(std::string_view name) const {
     return it == by_name_.end() ? nullptr : link(it->second);
 }
 
+// GCC 12 false positive at -O3 (GCC PR 105329): "literal" + std::string&& is flagged by
+// -Wrestrict inside libstdc++'s basic_string::_M_replace.
+DPO_GCC_WARNING_OFF("-Wrestrict")
 std::string KernelModel::link_name(int ifindex) const {
     const Link* l = link(ifindex);
     return l ? l->name : "#" + std::to_string(ifindex);
 }
+DPO_GCC_WARNING_ON
 
 const RouteTable& KernelModel::table(std::uint32_t id) const {
     static const RouteTable kEmpty;
@@ -159,8 +165,10 @@ std::vector<Change> KernelModel::resync(const KernelState& s) {
     for (const auto& r : s.routes) route_now.insert({r.table, RouteId::of(r)});
     std::vector<Route> gone_routes;
     for (const auto& [id, t] : tables_)
-        t.for_each([&](const Route& r) {
-            if (!route_now.count({id, RouteId::of(r)})) gone_routes.push_back(r);
+        // A copy of `id`: clang before 16 (Debian 12's clang 14 builds fuzz/) cannot
+        // capture a structured binding.
+        t.for_each([&, table = id](const Route& r) {
+            if (!route_now.count({table, RouteId::of(r)})) gone_routes.push_back(r);
         });
     for (const auto& r : gone_routes) keep(apply_route({r, true}));
 
