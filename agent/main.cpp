@@ -15,6 +15,7 @@
 #include "core/compile/pipeline.hpp"
 #include "core/compile/inventory.hpp"
 #include "core/mapping_loader.hpp"
+#include "core/text.hpp"
 #include "daemon.hpp"
 #include "core/reconcile/plan.hpp"
 #include "kernel/rtnl_snapshot.hpp"
@@ -67,7 +68,7 @@ int check(const std::string& file) {
         print_problems(m.error());
         return kExitFailure;
     }
-    std::printf("%s: valid, %zu interface%s\n", file.c_str(), m->interfaces.size(),
+    std::printf("%s: valid, %zu interface%s\n", dpo::printable(file).c_str(), m->interfaces.size(),
                 m->interfaces.size() == 1 ? "" : "s");
     return kExitOk;
 }
@@ -84,7 +85,7 @@ void show_rules(const dpo::Mapping& m, const dpo::KernelState& k) {
     std::vector<dpo::tc::Rule> ours;
     auto read = [&](const std::string& dev) {
         if (!k.link_by_name(dev)) {
-            std::printf("Rules on %s: no such device\n", dev.c_str());
+            std::printf("Rules on %s: no such device\n", dpo::printable(dev).c_str());
             return;
         }
         auto installed = (*tc)->dump(dev);
@@ -144,8 +145,8 @@ int show(const std::string& file) {
         print_problems(m.error());
         return kExitFailure;
     }
-    std::printf("Mapping %s\n", file.c_str());
-    for (const auto& line : dpo::describe_mapping(*m)) std::printf("  %s\n", line.c_str());
+    std::printf("Mapping %s\n", dpo::printable(file).c_str());
+    for (const auto& line : dpo::describe_mapping(*m)) std::printf("  %s\n", dpo::printable(line).c_str());
     auto k = dpo::kernel::read_kernel_state();
     if (!k) {
         std::fprintf(stderr, "cannot read the kernel state: %s\n", k.error().c_str());
@@ -153,7 +154,7 @@ int show(const std::string& file) {
     }
     std::printf("Kernel (%zu links, %zu addresses, %zu routes, %zu neighbours)\n", k->links.size(),
                 k->addresses.size(), k->routes.size(), k->neighbours.size());
-    for (const auto& f : dpo::inspect_kernel(*m, *k)) std::printf("  %s %s\n", f.ok ? "ok  " : "WARN", f.text.c_str());
+    for (const auto& f : dpo::inspect_kernel(*m, *k)) std::printf("  %s %s\n", f.ok ? "ok  " : "WARN", dpo::printable(f.text).c_str());
     show_rules(*m, *k);
     return kExitOk;
 }
@@ -171,8 +172,9 @@ int dry_run(const std::string& file) {
     }
     const auto program = dpo::compile::compile(*m, *k);
     std::printf("# dpoffloadd --dry-run: %zu rules for %s; nothing was changed\n", program.rules.size(), file.c_str());
-    for (const auto& r : program.rules) std::printf("# %s\n%s\n", r.why.c_str(), dpo::tc::to_tc_command(r).c_str());
-    for (const auto& n : program.notes) std::printf("# note: %s\n", n.c_str());
+    for (const auto& r : program.rules)
+        std::printf("# %s\n%s\n", dpo::printable(r.why).c_str(), dpo::printable(dpo::tc::to_tc_command(r)).c_str());
+    for (const auto& n : program.notes) std::printf("# note: %s\n", dpo::printable(n).c_str());
     return kExitOk;
 }
 

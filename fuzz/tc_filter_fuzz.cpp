@@ -52,17 +52,16 @@ void decode(const std::vector<std::uint8_t>& msg) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::vector<std::uint8_t> datagram(data, data + size);  // aligned, as a receive buffer is
     int left = static_cast<int>(size);
-    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(datagram.data()); mnl_nlmsg_ok(nlh, left);
+    // The daemon's receive loops walk with kernel::message_fits() (libmnl 1.0.4's
+    // mnl_nlmsg_ok() passes an nlmsg_len of 2 GiB or more: fuzz/crashes/.../nlmsg-len-over-2gib).
+    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(datagram.data()); kernel::message_fits(nlh, left);
          nlh = mnl_nlmsg_next(nlh, &left)) {
-        // libmnl 1.0.4's mnl_nlmsg_ok() compares (int)nlmsg_len with what is left, so
-        // a length of 2 GiB or more passes, and a decoder would read that far.
-        if (nlh->nlmsg_len > static_cast<unsigned>(left)) {
-            std::fprintf(stderr, "fuzz-tc-filter: mnl_nlmsg_ok() accepted nlmsg_len %u with %d bytes left\n",
-                         nlh->nlmsg_len, left);
-            std::abort();
-        }
+        // The message alone in a block of its aligned length (zero-padded): libmnl walks
+        // attributes up to MNL_ALIGN(nlmsg_len), as a receive buffer always has room for
+        // (the kernel pads every message), so a read past that is a read past the block.
         const auto* at = reinterpret_cast<const std::uint8_t*>(nlh);
-        std::vector<std::uint8_t> msg(at, at + nlh->nlmsg_len);
+        std::vector<std::uint8_t> msg(MNL_ALIGN(nlh->nlmsg_len), 0);
+        std::memcpy(msg.data(), at, nlh->nlmsg_len);
         reinterpret_cast<nlmsghdr*>(msg.data())->nlmsg_type = RTM_NEWTFILTER;
         decode(msg);
     }

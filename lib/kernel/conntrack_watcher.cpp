@@ -102,6 +102,9 @@ const CtSet kCtHelp{CTA_HELP_MAX, {{CTA_HELP_NAME, MNL_TYPE_NUL_STRING}}};
 const CtSet kCtSecctx{CTA_SECCTX_MAX, {{CTA_SECCTX_NAME, MNL_TYPE_NUL_STRING}}};
 const CtSet kCtTimestamp{CTA_TIMESTAMP_MAX,
                          {{CTA_TIMESTAMP_START, MNL_TYPE_U64}, {CTA_TIMESTAMP_STOP, MNL_TYPE_U64}}};
+const CtSet kCtSynproxy{CTA_SYNPROXY_MAX,
+                        {{CTA_SYNPROXY_ISN, MNL_TYPE_U32}, {CTA_SYNPROXY_ITS, MNL_TYPE_U32},
+                         {CTA_SYNPROXY_TSOFF, MNL_TYPE_U32}}};
 const CtSet kCtTop{CTA_MAX,
                    {{CTA_TUPLE_ORIG, MNL_TYPE_NESTED, 0, &kCtTuple},
                     {CTA_TUPLE_REPLY, MNL_TYPE_NESTED, 0, &kCtTuple},
@@ -114,6 +117,7 @@ const CtSet kCtTop{CTA_MAX,
                     {CTA_HELP, MNL_TYPE_NESTED, 0, &kCtHelp},
                     {CTA_SECCTX, MNL_TYPE_NESTED, 0, &kCtSecctx},
                     {CTA_TIMESTAMP, MNL_TYPE_NESTED, 0, &kCtTimestamp},
+                    {CTA_SYNPROXY, MNL_TYPE_NESTED, 0, &kCtSynproxy},
                     {CTA_STATUS, MNL_TYPE_U32},
                     {CTA_TIMEOUT, MNL_TYPE_U32},
                     {CTA_MARK, MNL_TYPE_U32},
@@ -223,6 +227,38 @@ std::optional<ConntrackEntry> entry_of(const nf_conntrack* ct, const nlmsghdr* n
 
 }  // namespace
 
+bool take_datagram(const char* data, std::size_t size, std::uint16_t zone, std::vector<ConntrackEvent>& out) {
+    int len = static_cast<int>(size);
+    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(data); message_fits(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK) continue;
+        ConntrackEvent::Kind kind;
+        const auto type = NFNL_MSG_TYPE(nlh->nlmsg_type);
+        if (type == IPCTNL_MSG_CT_DELETE)
+            kind = ConntrackEvent::Kind::Destroy;
+        else if (type == IPCTNL_MSG_CT_NEW && (nlh->nlmsg_flags & NLM_F_CREATE))
+            kind = ConntrackEvent::Kind::New;
+        else
+            continue;  // an update: not subscribed, but harmless
+        // nfct_nlmsg_parse() reads the nfgenmsg header without checking that the message
+        // has room for one, and exit()s on an attribute not of its type: both checked first.
+        if (!conntrack_message_valid(nlh)) {
+            malformed(Malformed::Conntrack, "an event with an attribute not of its type (or shorter than "
+                                            "its nfgenmsg header)");
+            continue;
+        }
+        CtPtr ct(nfct_new());
+        if (!ct) return false;
+        if (nfct_nlmsg_parse(nlh, ct.get()) < 0) {
+            // Skipped, not taken for an overrun: a stream of them must not become a
+            // stream of dumps. The kernel sends none.
+            malformed(Malformed::Conntrack, "an event libnetfilter_conntrack cannot parse");
+            continue;
+        }
+        if (auto e = entry_of(ct.get(), nlh, zone)) out.push_back({kind, std::move(*e)});
+    }
+    return true;
+}
+
 Result<std::unique_ptr<ConntrackWatcher>> ConntrackWatcher::open(std::uint16_t zone) {
     // Subscribing binds the groups: from here on every NEW and DESTROY is queued, so
     // a dump taken after open() misses nothing. No UPDATE group: state changes do
@@ -278,36 +314,8 @@ Result<ConntrackWatcher::Batch> ConntrackWatcher::process() {
             batch.overrun = true;
             continue;
         }
-        int len = static_cast<int>(n);
-        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); message_fits(nlh, len);
-             nlh = mnl_nlmsg_next(nlh, &len)) {
-            if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK) continue;
-            ConntrackEvent::Kind kind;
-            const auto type = NFNL_MSG_TYPE(nlh->nlmsg_type);
-            if (type == IPCTNL_MSG_CT_DELETE)
-                kind = ConntrackEvent::Kind::Destroy;
-            else if (type == IPCTNL_MSG_CT_NEW && (nlh->nlmsg_flags & NLM_F_CREATE))
-                kind = ConntrackEvent::Kind::New;
-            else
-                continue;  // an update: not subscribed, but harmless
-            CtPtr ct(nfct_new());
-            if (!ct) return fail("conntrack events: out of memory");
-            // nfct_nlmsg_parse() reads the nfgenmsg header without checking that the
-            // message has room for one; the attributes it validates itself (type and
-            // length of each, mnl_attr_validate in libnetfilter_conntrack's parse_mnl.c).
-            if (!conntrack_message_valid(nlh)) {
-                malformed(Malformed::Conntrack, "an event with an attribute not of its type (or shorter than "
-                                                "its nfgenmsg header)");
-                continue;
-            }
-            if (nfct_nlmsg_parse(nlh, ct.get()) < 0) {
-                // Skipped, not taken for an overrun: a stream of them must not become a
-                // stream of dumps. The kernel sends none.
-                malformed(Malformed::Conntrack, "an event libnetfilter_conntrack cannot parse");
-                continue;
-            }
-            if (auto e = entry_of(ct.get(), nlh, zone_)) batch.events.push_back({kind, std::move(*e)});
-        }
+        if (!take_datagram(buf.data(), static_cast<std::size_t>(n), zone_, batch.events))
+            return fail("conntrack events: out of memory");
     }
     return batch;
 }

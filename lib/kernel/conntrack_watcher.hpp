@@ -52,6 +52,12 @@ struct ConntrackEvent {
     ConntrackEntry entry;
 };
 
+// One datagram of the event socket: its NEW and DESTROY events of connections in `zone`
+// appended to `out`; a malformed message is skipped and counted (core/malformed). False
+// only when out of memory. (ConntrackWatcher::process() reads datagrams into this; the
+// fuzzer feeds it directly.)
+bool take_datagram(const char* data, std::size_t size, std::uint16_t zone, std::vector<ConntrackEvent>& out);
+
 class ConntrackWatcher {
 public:
     // Subscribes to NEW and DESTROY events (NFNLGRP_CONNTRACK_NEW | _DESTROY) with a

@@ -4,6 +4,7 @@
 #include <variant>
 
 #include "core/gcc_workarounds.hpp"
+#include "core/text.hpp"
 
 namespace dpo {
 
@@ -48,6 +49,8 @@ std::vector<std::string> describe_mapping(const Mapping& m) {
     } else {
         out.push_back("no nat: inner -> outer is routed without translation");
     }
+    // Names come from the file (a netdev may hold any byte but /, : and blanks): shown escaped.
+    for (auto& line : out) line = printable(line);
     return out;
 }
 DPO_GCC_WARNING_ON
