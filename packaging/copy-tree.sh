@@ -15,7 +15,8 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     | while IFS= read -r -d '' f; do [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"; done \
     | tar --null -T - -cf - | tar -xf - -C "$dest"
 else
-  tar --exclude=./build --exclude='./build-*' --exclude=./debian -cf - . | tar -xf - -C "$dest"
+  tar --exclude=./build --exclude='./build-*' --exclude='./obj-*' --exclude=./debian --exclude=./.git \
+    -cf - . | tar -xf - -C "$dest"
 fi
 rm -rf "$dest/debian"
 cp -r packaging/debian "$dest/debian"
