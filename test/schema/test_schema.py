@@ -9,6 +9,7 @@ it, and checks that too, so a gap between the two is a line here and not a surpr
 import argparse
 import copy
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -157,9 +158,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--source-root', required=True)
     ap.add_argument('--dpoffloadd', required=True)
+    ap.add_argument('--installed-schema', help="where the build installs the schema")
+    ap.add_argument('--built-examples', nargs='*', default=[], help='the examples as the build installs them')
     args = ap.parse_args()
     root = pathlib.Path(args.source_root)
-    schema = json.loads((root / 'schemas' / 'interface-mapping.schema.json').read_text())
+    schema_file = root / 'schemas' / 'interface-mapping.schema.json'
+    schema = json.loads(schema_file.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     run = Run(args.dpoffloadd, validator)
@@ -174,6 +178,26 @@ def main():
         run.check(f'schema accepts examples/{ex.name}', not errs, '; '.join(e.message for e in errs))
         p = subprocess.run([args.dpoffloadd, '--check', '--config', str(ex)], capture_output=True, text=True)
         run.check(f'loader accepts examples/{ex.name}', p.returncode == 0, p.stderr.strip())
+        # In the tree "$schema" is relative to the file (editors resolve it there).
+        named = (ex.parent / doc.get('$schema', '')).resolve()
+        run.check(f"examples/{ex.name}: $schema names the tree's schema", named == schema_file.resolve(),
+                  f"{doc.get('$schema')!r} resolves to {named}")
+    # Installed, "$schema" names the installed schema (it works in a copy in /etc too);
+    # the rest of the file is the tree's. The lab's package_upgrade scenario validates
+    # the installed examples against the installed schema.
+    built = {pathlib.Path(b).name: pathlib.Path(b) for b in args.built_examples}
+    run.check('every example is installed', sorted(built) == [e.name for e in examples],
+              f'installed {sorted(built)}, examples {[e.name for e in examples]}')
+    for ex in examples:
+        if ex.name not in built:
+            continue
+        doc, inst = json.loads(ex.read_text()), json.loads(built[ex.name].read_text())
+        run.check(f'installed {ex.name}: $schema is {args.installed_schema}',
+                  inst.get('$schema') == args.installed_schema and os.path.isabs(inst['$schema']),
+                  f"it is {inst.get('$schema')!r}")
+        doc.pop('$schema', None)
+        inst.pop('$schema', None)
+        run.check(f'installed {ex.name}: the rest is the example', doc == inst, 'it differs')
 
     with tempfile.TemporaryDirectory() as tmp:
         for what, mutate in GOOD:
