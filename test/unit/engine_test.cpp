@@ -701,6 +701,17 @@ TEST_CASE("engine: random event sequences always end where the full compile says
             INFO("engine: rules " << e.counts().rules << " installed " << e.counts().installed << " refused "
                                   << e.counts().refused << " queued " << e.counts().queued);
             REQUIRE(kernel == got);
+            // The per-device view adds up to the totals the engine keeps as it goes.
+            engine::DeviceCounts sum;
+            std::size_t on_kernel = 0;
+            for (const auto& [dev, d] : e.device_counts()) {
+                sum.desired += d.desired, sum.installed += d.installed, sum.in_hw += d.in_hw;
+                sum.not_in_hw += d.not_in_hw, sum.refused += d.refused;
+                for (const auto& [id, _] : kernel) on_kernel += id.dev == dev;
+                REQUIRE(on_kernel == sum.installed);
+            }
+            const auto c = e.counts();
+            REQUIRE(sum == engine::DeviceCounts{c.rules, c.installed, c.in_hw, c.not_in_hw, c.refused});
         }
     }
 }

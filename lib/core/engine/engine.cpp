@@ -1004,4 +1004,17 @@ Counts Engine::counts() const {
     return c;
 }
 
+std::map<std::string, DeviceCounts> Engine::device_counts() const {
+    std::map<std::string, DeviceCounts> out;
+    for (const auto& [id, st] : rules_) {
+        DeviceCounts& d = out[id.dev];
+        d.desired += st.wanted;
+        d.installed += st.installed;
+        d.in_hw += st.installed && st.in_hw;
+        d.not_in_hw += st.installed && st.not_in_hw;
+        d.refused += st.refused;
+    }
+    return out;
+}
+
 }  // namespace dpo::engine

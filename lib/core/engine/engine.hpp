@@ -111,6 +111,12 @@ struct Counts {
     std::size_t queued = 0;     // keys waiting
 };
 
+// One device's rules by state (an operator's question, a metrics scrape).
+struct DeviceCounts {
+    std::size_t desired = 0, installed = 0, in_hw = 0, not_in_hw = 0, refused = 0;
+    bool operator==(const DeviceCounts&) const = default;
+};
+
 class Engine {
 public:
     Engine(Mapping m, program::Backend& tc, Options o = {});
@@ -155,6 +161,8 @@ public:
     // Whether every rule of the key is installed as wanted.
     bool in_step(const compile::Key& k) const;
     Counts counts() const;
+    // By device name. O(rules): for a question or a scrape, never for an event.
+    std::map<std::string, DeviceCounts> device_counts() const;
     // The devices the engine keeps rules on, now.
     std::vector<std::string> devices() const;
 
