@@ -13,15 +13,20 @@
 #include <cstring>
 #include <future>
 #include <set>
+#include <vector>
 
 #include "core/compile/compiler.hpp"
 #include "core/engine/engine.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
+#include "core/text.hpp"
 #include "kernel/feature_probe.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
+#include "chunk_record_file.hpp"
+#include "control_commands.hpp"
+#include "control_server.hpp"
 #include "nat_runtime.hpp"
 
 namespace dpo::agent {
@@ -52,7 +57,30 @@ public:
     Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher,
            kernel::KernelFeatures& features)
         : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features),
-          engine_(features.admit(std::move(m)), tc, engine_options(o)) {}
+          engine_(features.admit(std::move(m)), tc, engine_options(o)) {
+        status_.version = o.version;
+        status_.started = std::chrono::system_clock::now();
+        status_.started_mono = Clock::now();
+        status_.mapping_file = file_;
+        status_.mapping_loaded = status_.started;
+        status_.nat_state = nat_state();
+    }
+
+    // The control socket and the chunk-event record; neither is needed to run (a
+    // daemon that cannot have them says so and keeps the fast path).
+    bool open_control(const Options& o) {
+        if (!o.state_dir.empty() && engine_.mapping().nat) open_record(o.state_dir);
+        state_dir_ = o.state_dir;
+        if (o.control_socket.empty()) return true;
+        auto c = ControlServer::open(o.control_socket);
+        if (!c) {
+            log::error("control-socket-failed", {{"reason", c.error()}});
+            // Another daemon answers there: two owners of the same rules would fight.
+            return c.error().find("another dpoffloadd") == std::string::npos;
+        }
+        control_ = std::move(*c);
+        return true;
+    }
 
     int run(int sfd) {
         const auto now = Clock::now();
@@ -71,14 +99,24 @@ public:
             }
             if (rtnl_more_) timeout = 0;  // events are waiting still: read them after a look around
             NatRuntime* nat = nat_.get();
-            pollfd fds[7] = {{sfd, POLLIN, 0},
-                             {watcher_.fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
-                             {tc_.event_fd(), POLLIN, 0},
-                             {nat ? nat->punt_fd() : -1, POLLIN, 0},
-                             {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
-                             {nat ? nat->timer_fd() : -1, POLLIN, 0},
-                             {reload_.parsing.valid() ? reload_.done_fd : -1, POLLIN, 0}};
-            if (poll(fds, 7, timeout) < 0) {
+            std::vector<pollfd> fds = {{sfd, POLLIN, 0},
+                                       {watcher_.fd(), POLLIN, 0},  // a resync opens a new socket: ask every time
+                                       {tc_.event_fd(), POLLIN, 0},
+                                       {nat ? nat->punt_fd() : -1, POLLIN, 0},
+                                       {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
+                                       {nat ? nat->timer_fd() : -1, POLLIN, 0},
+                                       {reload_.parsing.valid() ? reload_.done_fd : -1, POLLIN, 0}};
+            constexpr std::size_t kControl = 7;
+            if (control_) {
+                control_->poll_fds(fds);
+                if (const auto d = control_->next_deadline()) {
+                    const auto wait =
+                        std::chrono::ceil<std::chrono::milliseconds>(*d - Clock::now()).count() + 1;
+                    const int w = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
+                    timeout = timeout < 0 ? w : std::min(timeout, w);
+                }
+            }
+            if (poll(fds.data(), fds.size(), timeout) < 0) {
                 if (errno == EINTR) continue;
                 log::error("poll-failed", {{"reason", std::strerror(errno)}});
                 return kExitFailure;
@@ -97,9 +135,15 @@ public:
             if (fds[2].revents) engine_.tc_events(tc_.poll_events(), now2);
             if (nat && nat_.get() == nat) {
                 if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
-                if (fds[5].revents) engine_.subscribers(nat->on_timer(), false, now2);
+                if (fds[5].revents) {
+                    engine_.subscribers(nat->on_timer(), false, now2);
+                    if (record_) record_->sync();
+                }
             }
             if (fds[6].revents) reloaded(Clock::now());
+            if (control_)
+                for (auto& r : control_->ready(fds.data() + kControl, fds.size() - kControl, Clock::now()))
+                    control(r);
             if (fds[0].revents) {
                 signalfd_siginfo si{};
                 if (read(sfd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) continue;
@@ -136,6 +180,7 @@ private:
         }
         rtnl_more_ = p->more;
         if (p->resync) {
+            ++status_.overruns;
             log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
             engine_.kernel_resync(*p->resync, now);
         }
@@ -172,15 +217,47 @@ private:
             return;
         }
         nat_ = std::move(*rt);
+        // The record first: it is what `nat who` answers from, and it must not miss
+        // what the journal has.
+        nat_->on_chunk_events = [this](const std::vector<nat::ChunkEvent>& events, std::int64_t unix_ms) {
+            if (!record_) return;
+            std::vector<nat::RecordEntry> entries;
+            entries.reserve(events.size());
+            for (const auto& e : events) entries.push_back(nat::record_of(e, unix_ms));
+            record_->append(entries);
+        };
         engine_.nat_stage(nat_.get(), now);
         engine_.subscribers(nat_->take_changed(), false, now);
         log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
+        status_.nat_state = nat_state();
+    }
+
+    std::string nat_state() const {
+        const Mapping& m = engine_.mapping();
+        if (!m.nat) return "off: the mapping has no nat section";
+        if (nat_) return "running";
+        if (!features_.nat()) return "off: the kernel lacks what NAT needs (see kernel-feature-missing)";
+        if (!engine_.model().link_named(m.uplink)) return "waiting for the uplink " + m.uplink;
+        return "not running (see nat-not-running in the log)";
+    }
+
+    void open_record(const std::string& dir) {
+        if (record_) return;
+        auto r = ChunkRecordFile::open(dir);
+        if (!r) {
+            log::error("nat-record-failed", {{"reason", r.error()},
+                                             {"effect", "nat who cannot answer; the journal lines remain"}});
+            return;
+        }
+        record_ = std::move(*r);
+        log::info("nat-record", {{"file", record_->path()}, {"bytes", std::to_string(record_->bytes())}});
     }
 
     void stop_nat(Clock::time_point now) {
         engine_.nat_stage(nullptr, now);
         nat_.reset();
         nat_tried_ifindex_ = 0;
+        status_.nat_state = nat_state();
     }
 
     void reinject() {
@@ -193,6 +270,7 @@ private:
         const auto took = Clock::now() - t0;
         engine_.observe(p, took);
         const double ms = std::chrono::duration<double, std::milli>(took).count();
+        note_pass(p, ms);
         // First packets go back only now that their subscriber's rule is in.
         if (p.urgent && nat_ && nat_->waiting()) reinject();
         log_pass(p, ms);
@@ -230,6 +308,55 @@ private:
                                  {"ms", std::to_string(static_cast<long>(ms))}});
     }
 
+    void note_pass(const engine::Pass& p, double ms) {
+        const auto wall = std::chrono::system_clock::now();
+        if (p.audit) {
+            ++status_.audits;
+            status_.last_audit = DaemonStatus::Audit{wall, ms, p.audit_reason, p.drift, p.dumps};
+            // Who asked for an audit hears what it found.
+            for (const auto id : std::exchange(audits_asked_, {}))
+                control_->answer(id, {{"reason", p.audit_reason}, {"dumps", p.dumps}, {"drift", p.drift},
+                                      {"restored", p.restored}, {"ms", ms}});
+        }
+        if (p.start) status_.ready = true;
+        if (!p.did_work()) return;
+        ++status_.reconciles;
+        status_.last_reconcile = DaemonStatus::Pass{wall, ms, p.start ? "start" : p.urgent ? "urgent" : "bulk",
+                                                    p.keys, p.messages, p.added, p.replaced, p.deleted,
+                                                    p.refused.size()};
+    }
+
+    void control(const ControlServer::Request& r) {
+        const ControlContext c{engine_, nat_.get(), record_.get(), status_, tc_};
+        Result<nlohmann::json> answer = nlohmann::json();
+        if (r.command == "status") answer = control_status(c);
+        else if (r.command == "rules") answer = control_rules(c, r.args);
+        else if (r.command == "explain") answer = control_explain(c, r.args);
+        else if (r.command == "nat") answer = control_nat(c, r.args);
+        else if (r.command == "audit" || r.command == "reload") {
+            if (!r.privileged) {
+                control_->refuse(r.id, r.command + " changes the daemon's state: root only (uid " +
+                                           std::to_string(r.uid) + " may only look)");
+                return;
+            }
+            log::notice("control", {{"command", r.command}, {"uid", std::to_string(r.uid)}});
+            if (r.command == "audit") {
+                engine_.request_audit("control");  // the loop's next turn runs it
+                audits_asked_.push_back(r.id);
+            } else {
+                reloads_asked_.push_back(r.id);
+                reload();
+            }
+            return;
+        } else {
+            control_->refuse(r.id, "unknown command " + printable(r.command) +
+                                       " (status, rules, explain, counters, nat, audit, reload)");
+            return;
+        }
+        if (answer) control_->answer(r.id, *answer);
+        else control_->refuse(r.id, answer.error());
+    }
+
     // The file is read and checked on a thread of its own, so that the loop goes on
     // serving events meanwhile: the checks are linear in the file and bounded (4 MiB,
     // 32 levels), but a big file still takes a few hundred ms. A SIGHUP while one is
@@ -261,6 +388,13 @@ private:
         if (!next) {
             log_problems(next.error());
             log::error("reload-refused", {{"file", file_}, {"kept", "running configuration"}});
+            ++status_.reloads_refused;
+            nlohmann::json problems = nlohmann::json::array();
+            for (const auto& p : next.error()) problems.push_back(p.str());
+            for (const auto id : std::exchange(reloads_asked_, {}))
+                control_->refuse(id, file_ + ": refused, " + std::to_string(next.error().size()) +
+                                         " problem(s); the running configuration stays",
+                                 problems);
             return;
         }
         const Mapping& before = engine_.mapping();
@@ -271,6 +405,11 @@ private:
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
+        ++status_.reloads;
+        status_.mapping_loaded = std::chrono::system_clock::now();
+        if (engine_.mapping().nat && !state_dir_.empty()) open_record(state_dir_);
+        for (const auto id : std::exchange(reloads_asked_, {}))
+            control_->answer(id, {{"file", file_}, {"interfaces", engine_.mapping().interfaces.size()}, {"accepted", true}});
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
             // Now, not after the bulk lane's quiet time: the pair goes right after.
@@ -286,6 +425,7 @@ private:
                 log::notice("nat-stopped", {{"punt_pair", "deleted"}});
         }
         maybe_start_nat(now);
+        status_.nat_state = nat_state();
     }
 
     std::string file_;
@@ -296,6 +436,11 @@ private:
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
     bool rtnl_more_ = false;
+    DaemonStatus status_;
+    std::unique_ptr<ChunkRecordFile> record_;
+    std::string state_dir_;
+    std::unique_ptr<ControlServer> control_;
+    std::vector<std::uint64_t> audits_asked_, reloads_asked_;  // control requests answered later
     struct Reload {
         std::future<Result<Mapping, Problems>> parsing;  // valid while a file is read
         int done_fd = -1;                                // written when it is
@@ -351,6 +496,7 @@ int run(const std::string& file, const Options& options) {
         return kExitFailure;
     }
     Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features);
+    if (!daemon.open_control(options)) return kExitFailure;
     log::notice("started", {{"file", file}});
     const int rc = daemon.run(sfd);
     close(sfd);

@@ -18,6 +18,11 @@ struct Options {
     // A full dump of the devices, compared with what the daemon believes installed, about
     // this often (+-20 %); 0: only at start, after overruns, on reload and on request.
     std::chrono::seconds audit_interval{600};
+    // The control socket dpoffloadctl talks to (control_server.hpp); empty: none.
+    std::string control_socket = "/run/dpoffload/control.sock";
+    // Where the NAT chunk-event record is kept (chunk_record_file.hpp); empty: none.
+    std::string state_dir = "/var/lib/dpoffload";
+    std::string version;
 };
 
 int run(const std::string& config_file, const Options& options = {});

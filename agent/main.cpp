@@ -28,11 +28,13 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
 const char* const kDefaultConfig = "/etc/dpoffload/mapping.json";
+const char* const kDefaultControlSocket = "/run/dpoffload/control.sock";
+const char* const kDefaultStateDir = "/var/lib/dpoffload";
 
 void usage(FILE* to) {
     std::fprintf(to,
                  "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush] [--netlink-rcvbuf BYTES]\n"
-                 "                  [--audit-interval SECONDS]\n"
+                 "                  [--audit-interval SECONDS] [--control-socket PATH] [--state-dir DIR]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
@@ -44,6 +46,10 @@ void usage(FILE* to) {
                  "      --audit-interval SECONDS  compare the installed rules with a full dump about\n"
                  "                     this often (default 600, +-20 %%; 0: only at start, after\n"
                  "                     overruns, on reload and when a device is made again)\n"
+                 "      --control-socket PATH  where dpoffloadctl asks (default %s;\n"
+                 "                     \"\": none)\n"
+                 "      --state-dir DIR  where the NAT chunk-event record is kept, which\n"
+                 "                     dpoffloadctl nat who reads (default %s; \"\": none)\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -53,7 +59,7 @@ void usage(FILE* to) {
                  "SIGUSR1 compares the installed rules with a full dump now and repairs\n"
                  "any drift; SIGTERM stops it and leaves the rules in place, so a restart\n"
                  "is hitless.\n",
-                 kDefaultConfig);
+                 kDefaultConfig, kDefaultControlSocket, kDefaultStateDir);
 }
 
 void print_problems(const dpo::Problems& problems) {
@@ -181,22 +187,29 @@ int dry_run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit };
+    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit, kControl, kStateDir };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
         {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
         {"flush", no_argument, nullptr, kFlush},
         {"netlink-rcvbuf", required_argument, nullptr, kRcvbuf},
         {"audit-interval", required_argument, nullptr, kAudit},
+        {"control-socket", required_argument, nullptr, kControl},
+        {"state-dir", required_argument, nullptr, kStateDir},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
     std::string config = kDefaultConfig;
     dpo::agent::Options daemon_options;
+    daemon_options.control_socket = kDefaultControlSocket;
+    daemon_options.state_dir = kDefaultStateDir;
+    daemon_options.version = DPO_VERSION;
     int mode = 0;
     for (int c; (c = getopt_long(argc, argv, "c:h", options, nullptr)) != -1;) {
         switch (c) {
             case 'c': config = optarg; break;
+            case kControl: daemon_options.control_socket = optarg; break;
+            case kStateDir: daemon_options.state_dir = optarg; break;
             case kCheck:
             case kShow:
             case kDryRun:

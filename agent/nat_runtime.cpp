@@ -71,7 +71,12 @@ NatRuntime::~NatRuntime() { close(timer_); }
 
 void NatRuntime::log_chunk_events() {
     const auto events = manager_.take_events();
-    const auto wall = static_cast<std::int64_t>(std::time(nullptr));
+    if (events.empty()) return;
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const std::int64_t ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+    if (on_chunk_events) on_chunk_events(events, ms);
+    const auto wall = static_cast<std::int64_t>(ts.tv_sec);
     for (const auto& e : events) {
         const std::string line = nat::log_line(e, wall);
         (void)!::write(STDERR_FILENO, line.data(), line.size());

@@ -48,6 +48,10 @@ public:
     std::vector<IpAddress> subscribers() const override { return manager_.subscribers(); }
 
     const Nat& config() const { return config_; }
+    const nat::NatManager& manager() const { return manager_; }
+    // Told every batch of chunk events (with the wall clock, ms) before they are logged.
+    std::function<void(const std::vector<nat::ChunkEvent>&, std::int64_t)> on_chunk_events;
+    std::size_t waiting_count() const { return waiting_.size(); }
 
     // First packets the daemon itself did not serve (the punt rule's police action
     // counts those the kernel dropped before they came here).

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
+#include <linux/gen_stats.h>
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
@@ -427,7 +428,10 @@ Attrs<TCA_MAX> top_attrs(const nlmsghdr* nlh, Bad& bad) {
     return t;
 }
 
-constexpr Rule kActPolicy[] = {{TCA_ACT_KIND, MNL_TYPE_NUL_STRING}, {TCA_ACT_OPTIONS, MNL_TYPE_NESTED}};
+constexpr Rule kActPolicy[] = {{TCA_ACT_KIND, MNL_TYPE_NUL_STRING}, {TCA_ACT_OPTIONS, MNL_TYPE_NESTED},
+                               {TCA_ACT_STATS, MNL_TYPE_NESTED}};
+// struct gnet_stats_basic: u64 bytes, u32 packets (16 bytes with its padding; 12 read).
+constexpr Rule kStatsPolicy[] = {{TCA_STATS_BASIC, MNL_TYPE_BINARY}};
 // The actions' parameter structs are checked for their length where they are read.
 constexpr Rule kGactPolicy[] = {{TCA_GACT_PARMS, MNL_TYPE_BINARY}};
 constexpr Rule kVlanPolicy[] = {{TCA_VLAN_PUSH_VLAN_ID, MNL_TYPE_U16},
@@ -838,6 +842,20 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
             if (first && at[TCA_ACT_COOKIE] && mnl_attr_get_payload_len(at[TCA_ACT_COOKIE]) == kOwnerCookie.size() &&
                 std::memcmp(mnl_attr_get_payload(at[TCA_ACT_COOKIE]), kOwnerCookie.data(), kOwnerCookie.size()) == 0)
                 out.owned = true;
+            // Every packet the filter takes meets its first action: its counters are
+            // the rule's.
+            if (first && at[TCA_ACT_STATS] && !bad) {
+                auto st = nested<TCA_STATS_MAX>(at[TCA_ACT_STATS], "TCA_STATS", kStatsPolicy, bad);
+                if (st[TCA_STATS_BASIC] && mnl_attr_get_payload_len(st[TCA_STATS_BASIC]) >= 12) {
+                    const auto* b = static_cast<const std::uint8_t*>(mnl_attr_get_payload(st[TCA_STATS_BASIC]));
+                    std::uint64_t bytes = 0;
+                    std::uint32_t packets = 0;
+                    std::memcpy(&bytes, b, sizeof bytes);
+                    std::memcpy(&packets, b + 8, sizeof packets);
+                    out.bytes = bytes;
+                    out.packets = packets;
+                }
+            }
             first = false;
             auto action = at[TCA_ACT_KIND] && !bad
                               ? parse_action(mnl_attr_get_str(at[TCA_ACT_KIND]), at[TCA_ACT_OPTIONS], bad)

@@ -415,6 +415,17 @@ class DaemonProcess:
         self.lab, self.ns, self.tag = lab, ns, tag
         fd, self.log_path = tempfile.mkstemp(prefix=f"dpoffloadd-{tag}-", suffix=".log")
         self.log = os.fdopen(fd, "w")
+        # A control socket and a state directory of its own (unless the scenario names
+        # them): /run/dpoffload and /var/lib/dpoffload are the system's, and two daemons
+        # of one scenario must not meet there.
+        args = list(args)
+        self.state_dir = tempfile.mkdtemp(prefix=f"dpo-{tag}-")
+        if not any(a.startswith("--state-dir") for a in args):
+            args += ["--state-dir", self.state_dir]
+        if not any(a.startswith("--control-socket") for a in args):
+            args += ["--control-socket", os.path.join(self.state_dir, "control.sock")]
+        self.control_socket = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--control-socket"),
+                                   os.path.join(self.state_dir, "control.sock"))
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, lab.daemon_path(), "--config", config, *args],
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         self.t_start = time.monotonic()

@@ -108,6 +108,15 @@ TEST_CASE("an idle chunk is released after chunk_idle_seconds, and its ports res
     REQUIRE(other.ok());
     CHECK(*other != *c);
     CHECK_FALSE(t.pull(ip("10.0.0.3"), 379).ok());  // 260 + 120 not reached
+    {
+        const auto use = t.pool_use();  // one address, two chunks: one held, one resting
+        REQUIRE(use.size() == 1);
+        CHECK(use[0].address == ip("198.51.100.7"));
+        CHECK(use[0].chunks == 2);
+        CHECK(use[0].held == 1);
+        CHECK(use[0].free == 0);
+        CHECK(use[0].quarantined == 1);
+    }
     auto again = t.pull(ip("10.0.0.3"), 380);
     REQUIRE(again.ok());
     CHECK(*again == *c);

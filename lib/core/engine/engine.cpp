@@ -1017,4 +1017,46 @@ std::map<std::string, DeviceCounts> Engine::device_counts() const {
     return out;
 }
 
+RuleView Engine::view_of(const tc::Identity& id, const RuleState& st) const {
+    RuleView v;
+    v.identity = &id;
+    if (st.wanted && st.owner != kNoKey && st.owner < keys_.size() && keys_[st.owner].alive)
+        v.owner = keys_[st.owner].key;
+    v.handle = st.installed ? st.handle : 0;
+    v.wanted = st.wanted;
+    v.installed = st.installed;
+    v.in_step = st.installed && st.wanted && st.have == st.want;
+    v.in_hw = st.installed && st.in_hw;
+    v.not_in_hw = st.installed && st.not_in_hw;
+    if (st.refused)
+        if (const auto r = refusals_.find(id); r != refusals_.end()) v.refusal = &r->second;
+    return v;
+}
+
+void Engine::for_each_rule(const std::function<void(const RuleView&)>& fn) const {
+    for (const auto& [id, st] : rules_) fn(view_of(id, st));
+}
+
+KeyReport Engine::report(const compile::Key& k) const {
+    KeyReport r;
+    r.key = k;
+    if (const auto it = key_ids_.find(k); it != key_ids_.end()) {
+        r.known = true;
+        r.queued = keys_[it->second].queued || keys_[it->second].urgent;
+    }
+    // On copies: a compile may give a next hop a chain, which only a flush may do.
+    compile::Adjacencies adjacencies = adjacencies_;
+    compile::Reads reads;
+    compile::KeyOutput out;
+    compile::View view(mapping_, model_, facts_, nat_, adjacencies, &reads);
+    compile::compile_key(k, view, out);
+    r.notes = std::move(out.notes);
+    for (auto& rule : out.rules) {
+        RuleView v;
+        if (const auto it = rules_.find(rule); it != rules_.end()) v = view_of(it->first, it->second);
+        r.rules.emplace_back(std::move(rule), v);
+    }
+    return r;
+}
+
 }  // namespace dpo::engine

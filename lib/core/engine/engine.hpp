@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <queue>
@@ -111,6 +112,26 @@ struct Counts {
     std::size_t queued = 0;     // keys waiting
 };
 
+// One rule as an operator sees it (the control socket's `rules` and `explain`).
+struct RuleView {
+    const tc::Identity* identity = nullptr;
+    std::optional<compile::Key> owner;  // the key that wants it; nothing: ours, going
+    std::uint32_t handle = 0;           // where the kernel has it (0: not installed)
+    bool wanted = false, installed = false, in_step = false;  // in_step: installed as wanted
+    bool in_hw = false, not_in_hw = false;
+    const Refusal* refusal = nullptr;   // the kernel refused it for good: why
+};
+
+// What one key makes now, for `explain`: compiled afresh (nothing changes in the
+// engine), with each rule's `why` and state, and what the key leaves to the kernel.
+struct KeyReport {
+    compile::Key key;
+    bool known = false;   // the engine has this key (else: compiled only for the answer)
+    bool queued = false;  // changes of it wait for the next flush
+    std::vector<std::pair<tc::Rule, RuleView>> rules;
+    std::vector<std::string> notes;
+};
+
 // One device's rules by state (an operator's question, a metrics scrape).
 struct DeviceCounts {
     std::size_t desired = 0, installed = 0, in_hw = 0, not_in_hw = 0, refused = 0;
@@ -163,6 +184,11 @@ public:
     Counts counts() const;
     // By device name. O(rules): for a question or a scrape, never for an event.
     std::map<std::string, DeviceCounts> device_counts() const;
+    // Every rule the engine wants or has installed, in no order. O(rules).
+    void for_each_rule(const std::function<void(const RuleView&)>& fn) const;
+    // One key compiled afresh with its rules' state: O(that key's rules).
+    KeyReport report(const compile::Key& k) const;
+    bool has_key(const compile::Key& k) const { return key_ids_.count(k) != 0; }
     // The devices the engine keeps rules on, now.
     std::vector<std::string> devices() const;
 
@@ -259,6 +285,7 @@ private:
     void schedule_audit(Time now);
     void audit_device(const std::string& dev, const std::string& reason);
     tc::Rule place_of(const tc::Identity& id) const;
+    RuleView view_of(const tc::Identity& id, const RuleState& st) const;
 
     Mapping mapping_;
     program::Backend& tc_;

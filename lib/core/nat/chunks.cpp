@@ -56,6 +56,18 @@ std::size_t ChunkTable::chunks_free() const {
     return n;
 }
 
+std::vector<ChunkTable::AddressUse> ChunkTable::pool_use() const {
+    std::vector<AddressUse> out(pool_.size());
+    for (std::uint32_t a = 0; a < pool_.size(); ++a) {
+        out[a].address = pool_[a];
+        out[a].chunks = per_address_;
+        out[a].free = free_count(a);
+    }
+    held_.for_each([&](ChunkId id, const Held&) { ++out[id / per_address_].held; });
+    for (auto& u : out) u.quarantined = u.chunks - u.held - u.free;
+    return out;
+}
+
 void ChunkTable::ring_insert(std::uint32_t a) {
     Address& s = addresses_[a];
     if (s.in_ring) return;

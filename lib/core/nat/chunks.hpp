@@ -85,6 +85,15 @@ public:
     std::size_t chunks_held() const { return held_.size(); }
     std::size_t table_bytes() const { return held_.bytes() + subscribers_.bytes(); }
     std::size_t chunks_free() const;  // ready now, not counting quarantine
+    // Each public address of the pool and what of it is in use. O(addresses + chunks held).
+    struct AddressUse {
+        IpAddress address;
+        std::uint32_t chunks = 0;       // whole chunks on it
+        std::uint32_t held = 0;         // held by subscribers
+        std::uint32_t free = 0;         // ready to be handed out
+        std::uint32_t quarantined = 0;  // released, not yet ready (kQuarantineSeconds)
+    };
+    std::vector<AddressUse> pool_use() const;
     std::vector<ChunkEvent> take_events();
 
 private:

@@ -202,6 +202,7 @@ struct Installed {
     bool in_hw = false;           // TCA_CLS_FLAGS_IN_HW
     bool not_in_hw = false;       // TCA_CLS_FLAGS_NOT_IN_HW
     std::uint32_t in_hw_count = 0;
+    std::uint64_t packets = 0, bytes = 0;  // what the rule took (its first action's counters)
 };
 
 // The rule as a `tc filter add` command a person can read and run.
