@@ -9,6 +9,8 @@ packages=(
   # build
   meson ninja-build g++ pkg-config binutils
   libmnl-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev nlohmann-json3-dev catch2
+  # the man pages (man/*.scd)
+  scdoc
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
   # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends
