@@ -184,3 +184,19 @@ TEST_CASE("each allocation and release is one log line that answers who had whic
     e.kind = nat::ChunkEvent::Kind::Released;
     CHECK(nat::log_line(e, 0).rfind("<5>chunk-released time=1970-01-01T00:00:00Z ", 0) == 0);
 }
+
+TEST_CASE("pool utilisation: chunks held per public address, in pool order, back to zero on release") {
+    ChunkTable t(config("198.51.100.0/31", 1024, 65535, 512, 4, 10));
+    CHECK(t.chunks_per_address() == 126);
+    REQUIRE(t.pull(ip("10.100.0.2"), 0).ok());
+    REQUIRE(t.pull(ip("10.100.0.2"), 0).ok());
+    REQUIRE(t.pull(ip("10.100.0.3"), 0).ok());
+    const auto held = t.held_by_address();
+    REQUIRE(held.size() == 2);
+    CHECK(held[0].first == ip("198.51.100.0"));
+    CHECK(held[1].first == ip("198.51.100.1"));
+    CHECK(held[0].second + held[1].second == 3);
+    CHECK(std::max(held[0].second, held[1].second) == 2);  // paired pooling: both of 10.100.0.2's together
+    t.release_idle(100);
+    for (const auto& [address, n] : t.held_by_address()) CHECK(n == 0);
+}

@@ -260,4 +260,12 @@ std::vector<ChunkEvent> ChunkTable::take_events() {
     return out;
 }
 
+std::vector<std::pair<IpAddress, std::uint32_t>> ChunkTable::held_by_address() const {
+    std::vector<std::pair<IpAddress, std::uint32_t>> out;
+    out.reserve(pool_.size());
+    for (const auto& a : pool_) out.emplace_back(a, 0);
+    held_.for_each([&](std::uint32_t id, const Held&) { ++out[id / per_address_].second; });
+    return out;
+}
+
 }  // namespace dpo::nat

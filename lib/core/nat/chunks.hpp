@@ -85,6 +85,10 @@ public:
     std::size_t chunks_held() const { return held_.size(); }
     std::size_t table_bytes() const { return held_.bytes() + subscribers_.bytes(); }
     std::size_t chunks_free() const;  // ready now, not counting quarantine
+    // Chunks held on each public address of the pool, in pool order (pool utilisation).
+    // O(chunks held): for a metrics refresh, not for an event.
+    std::vector<std::pair<IpAddress, std::uint32_t>> held_by_address() const;
+    std::uint32_t chunks_per_address() const { return per_address_; }
     std::vector<ChunkEvent> take_events();
 
 private:
