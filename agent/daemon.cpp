@@ -22,6 +22,7 @@
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
+#include "metrics.hpp"
 #include "nat_runtime.hpp"
 
 namespace dpo::agent {
@@ -40,6 +41,11 @@ void log_problems(const Problems& problems) {
 
 std::string n(std::size_t v) { return std::to_string(v); }
 
+std::optional<Clock::time_point> earliest(std::optional<Clock::time_point> a, std::optional<Clock::time_point> b) {
+    if (a && b) return std::min(*a, *b);
+    return a ? a : b;
+}
+
 // A key for the content hashes only this process knows (tc/hash.hpp).
 tc::HashKey random_hash_key() {
     tc::HashKey k = tc::kDefaultHashKey;
@@ -50,8 +56,8 @@ tc::HashKey random_hash_key() {
 class Daemon {
 public:
     Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher,
-           kernel::KernelFeatures& features)
-        : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features),
+           kernel::KernelFeatures& features, Metrics& metrics)
+        : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features), metrics_(metrics),
           engine_(features.admit(std::move(m)), tc, engine_options(o)) {}
 
     int run(int sfd) {
@@ -59,13 +65,15 @@ public:
         for (const auto& d : compile::rule_devices(engine_.mapping()))
             if (!if_nametoindex(d.c_str())) log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
         engine_.start(watcher_.state(), now);
+        metrics_.mapping(engine_.mapping());
         maybe_start_nat(now);
         for (;;) {
             const auto t = Clock::now();
             const auto due = engine_.next_due(t);
             if (due && *due <= t) flush(t);
+            metrics_.refresh(engine_, nat_.get(), Clock::now());
             int timeout = -1;
-            if (const auto next = engine_.next_due(Clock::now())) {
+            if (const auto next = earliest(engine_.next_due(Clock::now()), metrics_.due())) {
                 const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
                 timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
             }
@@ -94,7 +102,11 @@ public:
                 else if (nat->waiting()) reinject();
             }
             if ((fds[1].revents || rtnl_more_) && !kernel_events(now2)) return kExitFailure;
-            if (fds[2].revents) engine_.tc_events(tc_.poll_events(), now2);
+            if (fds[2].revents) {
+                const auto others = tc_.poll_events();
+                metrics_.tc_events(others);
+                engine_.tc_events(others, now2);
+            }
             if (nat && nat_.get() == nat) {
                 if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
                 if (fds[5].revents) engine_.subscribers(nat->on_timer(), false, now2);
@@ -136,6 +148,7 @@ private:
         }
         rtnl_more_ = p->more;
         if (p->resync) {
+            metrics_.overrun("rtnetlink");
             log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
             engine_.kernel_resync(*p->resync, now);
         }
@@ -144,6 +157,7 @@ private:
             if (const auto* l = std::get_if<model::LinkEvent>(&e); l && !l->link && nat_ &&
                 (l->ifindex == nat_->punt_ifindex() || !if_nametoindex(nat_->punt_sink_dev().c_str())))
                 punt_gone = true;
+            metrics_.kernel_event(e);
             engine_.kernel(e, now);
         }
         // The punt pair deleted under a running NAT stage (by hand, by a --flush): start
@@ -172,6 +186,7 @@ private:
             return;
         }
         nat_ = std::move(*rt);
+        nat_->report_to(metrics_);
         engine_.nat_stage(nat_.get(), now);
         engine_.subscribers(nat_->take_changed(), false, now);
         log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
@@ -192,6 +207,7 @@ private:
         const engine::Pass p = engine_.flush(now);
         const auto took = Clock::now() - t0;
         engine_.observe(p, took);
+        metrics_.pass(p, took);
         const double ms = std::chrono::duration<double, std::milli>(took).count();
         // First packets go back only now that their subscriber's rule is in.
         if (p.urgent && nat_ && nat_->waiting()) reinject();
@@ -270,6 +286,7 @@ private:
         nat_tried_ifindex_ = 0;
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
+        metrics_.mapping(engine_.mapping());
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
@@ -292,6 +309,7 @@ private:
     kernel::TcNetlink& tc_;
     kernel::RtnlWatcher& watcher_;
     kernel::KernelFeatures& features_;
+    Metrics& metrics_;
     engine::Engine engine_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
@@ -350,7 +368,18 @@ int run(const std::string& file, const Options& options) {
         log::error("startup-failed", {{"reason", watcher.error()}});
         return kExitFailure;
     }
-    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features);
+    std::unique_ptr<Metrics> metrics;
+    if (!options.metrics.empty()) {
+        auto served = serve_metrics(options.metrics);
+        if (!served) {
+            log::error("startup-failed", {{"reason", served.error()}});
+            return kExitFailure;
+        }
+        metrics = std::move(*served);
+        log::notice("metrics", {{"listen", options.metrics}, {"path", "/metrics"}});
+    }
+    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features,
+                  metrics ? *metrics : Metrics::none());
     log::notice("started", {{"file", file}});
     const int rc = daemon.run(sfd);
     close(sfd);

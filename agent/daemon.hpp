@@ -18,6 +18,9 @@ struct Options {
     // A full dump of the devices, compared with what the daemon believes installed, about
     // this often (+-20 %); 0: only at start, after overruns, on reload and on request.
     std::chrono::seconds audit_interval{600};
+    // Prometheus metrics at http://ADDRESS:PORT/metrics ("127.0.0.1:9641", "[::1]:9641");
+    // empty: off.
+    std::string metrics;
 };
 
 int run(const std::string& config_file, const Options& options = {});

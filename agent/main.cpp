@@ -17,6 +17,7 @@
 #include "core/mapping_loader.hpp"
 #include "core/text.hpp"
 #include "daemon.hpp"
+#include "metrics.hpp"
 #include "core/reconcile/plan.hpp"
 #include "kernel/rtnl_snapshot.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -32,7 +33,7 @@ const char* const kDefaultConfig = "/etc/dpoffload/mapping.json";
 void usage(FILE* to) {
     std::fprintf(to,
                  "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush] [--netlink-rcvbuf BYTES]\n"
-                 "                  [--audit-interval SECONDS]\n"
+                 "                  [--audit-interval SECONDS] [--metrics ADDRESS:PORT]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
@@ -44,6 +45,8 @@ void usage(FILE* to) {
                  "      --audit-interval SECONDS  compare the installed rules with a full dump about\n"
                  "                     this often (default 600, +-20 %%; 0: only at start, after\n"
                  "                     overruns, on reload and when a device is made again)\n"
+                 "      --metrics ADDRESS:PORT  serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
+                 "                     (e.g. 127.0.0.1:9641, [::1]:9641; default: off)\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -181,13 +184,14 @@ int dry_run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit };
+    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit, kMetrics };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
         {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
         {"flush", no_argument, nullptr, kFlush},
         {"netlink-rcvbuf", required_argument, nullptr, kRcvbuf},
         {"audit-interval", required_argument, nullptr, kAudit},
+        {"metrics", required_argument, nullptr, kMetrics},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
@@ -225,6 +229,18 @@ int main(int argc, char** argv) {
                     return kExitUsage;
                 }
                 daemon_options.audit_interval = std::chrono::seconds(v);
+                break;
+            }
+            case kMetrics: {
+                const auto address = dpo::agent::parse_metrics_address(optarg);
+                if (!address) {
+                    std::fprintf(stderr,
+                                 "dpoffloadd: --metrics takes ADDRESS:PORT, an IP address and a port 1-65535 "
+                                 "(127.0.0.1:9641, [::1]:9641), not '%s'\n",
+                                 dpo::printable(optarg).c_str());
+                    return kExitUsage;
+                }
+                daemon_options.metrics = *address;
                 break;
             }
             case 'h': usage(stdout); return kExitOk;

@@ -71,6 +71,7 @@ NatRuntime::~NatRuntime() { close(timer_); }
 
 void NatRuntime::log_chunk_events() {
     const auto events = manager_.take_events();
+    metrics_->chunks(events);
     const auto wall = static_cast<std::int64_t>(std::time(nullptr));
     for (const auto& e : events) {
         const std::string line = nat::log_line(e, wall);
@@ -99,6 +100,8 @@ std::vector<IpAddress> NatRuntime::on_punt() {
         return {};
     }
     const auto now = monotonic_now();
+    const auto read = Metrics::Clock::now();
+    metrics_->punted(frames->size());
     for (auto& f : *frames) {
         const auto sub = nat::ipv4_source(f);
         if (!sub) {  // the punt rules send IPv4 only: anything else is not ours to read
@@ -114,7 +117,7 @@ std::vector<IpAddress> NatRuntime::on_punt() {
             ++dropped_.queue_full;  // its chunk is pulled; the subscriber's next packet finds the rule
             continue;
         }
-        waiting_.push_back({*sub, std::move(f)});
+        waiting_.push_back({*sub, std::move(f), read});
     }
     if (auto lost = punt_->take_lost(); lost && *lost)
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
@@ -153,7 +156,9 @@ void NatRuntime::reinject_waiting(const std::function<bool(const IpAddress&)>& r
             continue;
         }
         if (auto r = punt_->reinject(w.frame); !r) log::warning("nat-reinject-failed", {{"reason", r.error()}});
+        else metrics_->reinjected(Metrics::Clock::now() - w.read);
     }
+    metrics_->first_packets_dropped("rule_not_in", dropped);
     if (dropped)
         log::warning("nat-first-packets-dropped",
                      {{"frames", std::to_string(dropped)}, {"reason", "their subscriber's rule is not in yet"}});
@@ -167,6 +172,7 @@ std::vector<IpAddress> NatRuntime::on_conntrack() {
         return {};
     }
     const auto now = monotonic_now();
+    metrics_->conntrack_events(batch->events.size());
     for (const auto& e : batch->events) {
         if (e.entry.orig_src.family != Family::V4) continue;
         const nat::Connection c{e.entry.orig_src, e.entry.reply_dst, e.entry.reply_dport};
@@ -174,6 +180,7 @@ std::vector<IpAddress> NatRuntime::on_conntrack() {
         else manager_.connection_end(c, now);
     }
     if (batch->overrun) {
+        metrics_->overrun("conntrack");
         log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
         resync();
     }

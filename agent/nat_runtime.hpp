@@ -16,6 +16,7 @@
 #include "core/nat/state.hpp"
 #include "kernel/conntrack_watcher.hpp"
 #include "kernel/punt_port.hpp"
+#include "metrics.hpp"
 
 namespace dpo::agent {
 
@@ -48,6 +49,9 @@ public:
     std::vector<IpAddress> subscribers() const override { return manager_.subscribers(); }
 
     const Nat& config() const { return config_; }
+    const nat::NatManager& manager() const { return manager_; }
+    // Where the stage reports what it did (punts, latency, chunks); none until set.
+    void report_to(Metrics& m) { metrics_ = &m; }
 
     // First packets the daemon itself did not serve (the punt rule's police action
     // counts those the kernel dropped before they came here).
@@ -74,6 +78,7 @@ private:
     struct Waiting {
         IpAddress subscriber;
         std::vector<std::uint8_t> frame;
+        Metrics::Clock::time_point read{};  // when it came from the punt port
     };
 
     Nat config_;
@@ -87,6 +92,7 @@ private:
     std::uint64_t refusal_lines_ = 0;  // told in refusal_second_
     std::uint64_t suppressed_ = 0;     // not told since the last summary
     std::uint64_t told_queue_full_ = 0;
+    Metrics* metrics_ = &Metrics::none();
 };
 
 }  // namespace dpo::agent
