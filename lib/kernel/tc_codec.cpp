@@ -905,7 +905,9 @@ std::optional<Basic> basic(const nlattr* a) {
 }  // namespace
 
 Result<std::vector<ActionStats>> parse_actions(const nlmsghdr* nlh) {
-    if (nlh->nlmsg_type != RTM_NEWACTION) return fail(std::string("not an action message"));
+    // A dump's answers carry the request's type (tc_dump_action), a notification RTM_NEWACTION.
+    if (nlh->nlmsg_type != RTM_GETACTION && nlh->nlmsg_type != RTM_NEWACTION)
+        return fail(std::string("not an action message"));
     if (mnl_nlmsg_get_payload_len(nlh) < sizeof(tcamsg)) return fail(std::string("malformed action: short header"));
     Bad bad;
     Attrs<TCA_ROOT_MAX> root;

@@ -93,7 +93,7 @@ struct ActionStats {
 // RTM_GETACTION dump of every action of `kind` ("gact", "mirred"), terse (kind, index,
 // statistics: no options) and in large messages.
 nlmsghdr* put_dump_actions(void* buf, const std::string& kind);
-// The actions of one RTM_NEWACTION message of such a dump, each attribute checked
+// The actions of one message of such a dump (RTM_GETACTION, as the request), each attribute checked
 // before it is read; a malformed one fails the message (counted as Malformed::TcAction
 // by the caller).
 Result<std::vector<ActionStats>> parse_actions(const nlmsghdr* nlh);

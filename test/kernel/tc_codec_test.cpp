@@ -391,14 +391,14 @@ using dpo::kernel::kMessageRoom;
 using dpo::kernel::parse_actions;
 using dpo::kernel::put_dump_actions;
 
-// One RTM_NEWACTION as a terse action dump sends it: kind, statistics, index.
+// One message as a terse action dump sends it (the request's type): kind, statistics, index.
 struct ActionMsg {
     std::vector<char> buf = std::vector<char>(4096);
     nlmsghdr* nlh;
     nlattr* tab;
     ActionMsg() {
         nlh = mnl_nlmsg_put_header(buf.data());
-        nlh->nlmsg_type = RTM_NEWACTION;
+        nlh->nlmsg_type = RTM_GETACTION;
         mnl_nlmsg_put_extra_header(nlh, sizeof(tcamsg));
         mnl_attr_put_u32(nlh, TCA_ROOT_COUNT, 1);
         tab = mnl_attr_nest_start(nlh, TCA_ACT_TAB);
@@ -486,5 +486,5 @@ TEST_CASE("an action dump message with statistics cut short is refused, not read
     REQUIRE(none.ok());
     CHECK(none->empty());
     std::vector<char> buf(kMessageRoom);
-    CHECK(!parse_actions(put_dump_actions(buf.data(), "gact")).ok());  // a request is no answer
+    CHECK(!parse_actions(put_dump_actions(buf.data(), "gact")).ok());  // a request: an action without statistics
 }
