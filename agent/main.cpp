@@ -46,7 +46,7 @@ void usage(FILE* to) {
                  "                     this often (default 600, +-20 %%; 0: only at start, after\n"
                  "                     overruns, on reload and when a device is made again)\n"
                  "      --metrics ADDRESS:PORT  serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
-                 "                     (e.g. 127.0.0.1:9641, [::1]:9641; default: off)\n"
+                 "                     (e.g. 127.0.0.1:9641; [::1]:9641 where civetweb has IPv6; default: off)\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"

@@ -7,6 +7,7 @@
 #include "metrics.hpp"
 
 #include <arpa/inet.h>
+#include <civetweb.h>
 
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
@@ -176,6 +177,9 @@ const prometheus::Histogram::BucketBoundaries kPassBuckets = {0.0005, 0.001, 0.0
                                                               0.1,    0.25,  0.5,    1,     2.5,  5,    10,   30};
 const prometheus::Histogram::BucketBoundaries kPuntBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                               0.025,  0.05,    0.1,    0.25,  0.5,    1};
+
+// mg_check_feature(): 8 is "IPv6" (civetweb.h).
+constexpr unsigned kCivetwebIpv6 = 8;
 
 double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
@@ -393,6 +397,11 @@ std::optional<std::string> parse_metrics_address(std::string_view s) {
 }
 
 Result<std::unique_ptr<Metrics>> serve_metrics(const std::string& address) {
+    // Debian 12's civetweb (libcivetweb1 1.15) is built without USE_IPV6: it cannot bind
+    // [::1]. Said here rather than as civetweb's "null context" at the bind.
+    if (address.front() == '[' && !mg_check_feature(kCivetwebIpv6))
+        return fail("metrics: cannot listen on " + address +
+                    ": the HTTP library (civetweb) was built without IPv6; use an IPv4 address such as 127.0.0.1:9641");
     std::unique_ptr<prometheus::Exposer> exposer;
     try {
         // Two threads: a scrape waiting on the kernel's action dump does not hold up

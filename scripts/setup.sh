@@ -11,7 +11,7 @@ packages=(
   libmnl-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev nlohmann-json3-dev catch2
   # the daemon's --metrics endpoint (agent/metrics.cpp): a maintained HTTP server and the
   # Prometheus text format, not a hand-written server facing whatever connects
-  prometheus-cpp-dev
+  prometheus-cpp-dev libcivetweb-dev
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
   # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends
