@@ -38,6 +38,7 @@ from scapy.packet import Raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nat_vlan as nv  # noqa: E402  the topology, frames and helpers
+from labkit import DaemonProcess  # noqa: E402
 
 PORT = 9641
 URL = f"http://127.0.0.1:{PORT}/metrics"
@@ -488,6 +489,58 @@ def check_usage(lab, config):
                   and "--metrics" in p.stderr, f"exit {p.returncode}: {p.stderr.strip()}")
 
 
+def check_listen(lab):
+    """--metrics [::1]:PORT serves over IPv6, or, with a civetweb built without IPv6 (Debian
+    12's), refuses the start saying so; a port in use fails the start (exit 1, said why).
+    In a namespace of its own, with a mapping whose uplink does not exist: those daemons
+    hold no rule and touch nothing of hv's."""
+    lab.add_netns("m6")
+    lab.sh("ip link set lo up", ns="m6")
+    fd, lonely = tempfile.mkstemp(prefix="metrics-v6-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write('{"uplink": "p9", "interfaces": [{"name": "x", "netdev": "p9.5", "role": "inner", "vlan": 5}]}')
+    address = f"[::1]:{PORT}"
+    d = DaemonProcess(lab, "m6", lonely, "v6", ("--metrics", address))
+    try:
+        started, line = d.next_event("started", 20.0)
+        if started is None and "built without IPv6" in line:
+            # Debian 12's civetweb has no IPv6 (agent/metrics.cpp): the start must say so.
+            lab.check(f"--metrics {address}: civetweb without IPv6 refuses the start with the reason (exit 1)",
+                      d.proc.wait(timeout=10) == 1 and "startup-failed" in line, line)
+            lab.note("civetweb here has no IPv6: --metrics [::1]:PORT cannot serve (docs/metrics.md)")
+            d.kill()
+            d = DaemonProcess(lab, "m6", lonely, "v4", ("--metrics", f"127.0.0.1:{PORT}"))
+            address = f"127.0.0.1:{PORT}"
+            started, line = d.next_event("started", 20.0)
+        body, err = "", ""
+        deadline = time.monotonic() + SCRAPE_TIMEOUT
+        while started is not None and time.monotonic() < deadline:
+            try:
+                with lab.netns("m6"):
+                    with urllib.request.urlopen(f"http://{address}/metrics", timeout=SCRAPE_TIMEOUT) as r:
+                        body = r.read().decode()
+                break
+            except OSError as e:
+                err = str(e)
+                time.sleep(0.2)  # the poll's pace
+        ok = False
+        try:
+            _types, samples = parse_exposition(body)
+            ok = any(n == "dpoffload_build_info" for n, _ls in samples)
+        except ExpositionError as e:
+            err = str(e)
+        lab.check(f"--metrics {address} in a namespace of its own serves the exposition", started is not None and ok,
+                  err or line or d.tail())
+        p = subprocess.run(["ip", "netns", "exec", "m6", lab.daemon_path(), "--config", lonely, "--metrics", address],
+                           capture_output=True, text=True, timeout=60)
+        lab.check("a second daemon on the port in use: exit 1, startup-failed naming the address",
+                  p.returncode == 1 and "startup-failed" in p.stderr and address in p.stderr,
+                  f"exit {p.returncode}: {p.stderr.strip()[-300:]}")
+    finally:
+        d.kill()
+        os.unlink(lonely)
+
+
 def run(lab):
     if not lab.check("dpoffloadd built (--build-dir)", lab.daemon_path() is not None,
                      f"no executable agent/dpoffloadd under {lab.build_dir}"):
@@ -512,6 +565,7 @@ def run(lab):
         check_reader(lab, config)
         check_events(lab)
         check_usage(lab, config)
+        check_listen(lab)
         lab.check("the daemon still runs", daemon.proc.poll() is None, daemon.tail())
     finally:
         if daemon is not None:
