@@ -149,21 +149,29 @@ private:
         auto e_bytes = family("dpoffload_egress_bytes_total", "Bytes of those packets", MetricType::Counter);
         auto e_hw = family("dpoffload_egress_hw_packets_total", "Of those packets, what the hardware counted",
                            MetricType::Counter);
+        auto e_hw_bytes = family("dpoffload_egress_hw_bytes_total", "Of those bytes, what the hardware counted",
+                                 MetricType::Counter);
         auto d_packets = family("dpoffload_dropped_packets_total",
                                 "Packets the fast path dropped, by reason (its shared gact action)", MetricType::Counter);
         auto d_bytes = family("dpoffload_dropped_bytes_total", "Bytes of those packets", MetricType::Counter);
+        auto d_hw = family("dpoffload_dropped_hw_packets_total", "Of those packets, what the hardware dropped",
+                           MetricType::Counter);
         for (const auto& c : *read) {
             if (c.kind == "drop") {
                 d_packets.metric.push_back(metric({{"reason", c.name}}, double(c.packets), MetricType::Counter));
                 d_bytes.metric.push_back(metric({{"reason", c.name}}, double(c.bytes), MetricType::Counter));
+                if (c.hw_packets)
+                    d_hw.metric.push_back(metric({{"reason", c.name}}, double(*c.hw_packets), MetricType::Counter));
                 continue;
             }
             std::vector<ClientMetric::Label> l{{"interface", c.name}, {"device", c.device}, {"via", c.detail}};
             e_packets.metric.push_back(metric(l, double(c.packets), MetricType::Counter));
             e_bytes.metric.push_back(metric(l, double(c.bytes), MetricType::Counter));
             if (c.hw_packets) e_hw.metric.push_back(metric(l, double(*c.hw_packets), MetricType::Counter));
+            if (c.hw_bytes) e_hw_bytes.metric.push_back(metric(l, double(*c.hw_bytes), MetricType::Counter));
         }
-        for (auto* f : {&e_packets, &e_bytes, &e_hw, &d_packets, &d_bytes}) out.push_back(std::move(*f));
+        for (auto* f : {&e_packets, &e_bytes, &e_hw, &e_hw_bytes, &d_packets, &d_bytes, &d_hw})
+            out.push_back(std::move(*f));
     }
 
     mutable std::mutex mu_;
