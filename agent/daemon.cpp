@@ -264,7 +264,7 @@ private:
             return;
         }
         const Mapping& before = engine_.mapping();
-        const bool nat_changed = before.nat != next->nat || before.uplink != next->uplink;
+        const bool nat_changed = !same_nat_stage(before.nat, next->nat) || before.uplink != next->uplink;
         const bool nat_gone = nat_changed && !next->nat;
         if (nat_changed && nat_) stop_nat(now);
         nat_tried_ifindex_ = 0;
