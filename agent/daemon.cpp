@@ -22,6 +22,7 @@
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
+#include "ipfix_exporter.hpp"
 #include "nat_runtime.hpp"
 
 namespace dpo::agent {
@@ -59,6 +60,7 @@ public:
         for (const auto& d : compile::rule_devices(engine_.mapping()))
             if (!if_nametoindex(d.c_str())) log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
         engine_.start(watcher_.state(), now);
+        ipfix_.configure(nat_logging(engine_.mapping()), IpfixExporter::wall_ms());
         maybe_start_nat(now);
         for (;;) {
             const auto t = Clock::now();
@@ -119,6 +121,8 @@ public:
     }
 
 private:
+    static std::optional<NatLogging> nat_logging(const Mapping& m) { return m.nat ? m.nat->logging : std::nullopt; }
+
     static engine::Options engine_options(const Options& o) {
         engine::Options e;
         e.audit_every = o.audit_interval;
@@ -172,6 +176,7 @@ private:
             return;
         }
         nat_ = std::move(*rt);
+        nat_->export_to(&ipfix_);
         engine_.nat_stage(nat_.get(), now);
         engine_.subscribers(nat_->take_changed(), false, now);
         log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
@@ -270,6 +275,7 @@ private:
         nat_tried_ifindex_ = 0;
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
+        ipfix_.configure(nat_logging(engine_.mapping()), IpfixExporter::wall_ms());
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
@@ -293,6 +299,7 @@ private:
     kernel::RtnlWatcher& watcher_;
     kernel::KernelFeatures& features_;
     engine::Engine engine_;
+    IpfixExporter ipfix_;  // before nat_, which points to it
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
     bool rtnl_more_ = false;

@@ -19,6 +19,8 @@
 
 namespace dpo::agent {
 
+class IpfixExporter;
+
 class NatRuntime final : public nat::NatView {
 public:
     static Result<std::unique_ptr<NatRuntime>> open(const Mapping& m);
@@ -48,6 +50,8 @@ public:
     std::vector<IpAddress> subscribers() const override { return manager_.subscribers(); }
 
     const Nat& config() const { return config_; }
+    // Chunk events and refusals go to the exporter too (nullptr: the journal only).
+    void export_to(IpfixExporter* exporter) { exporter_ = exporter; }
 
     // First packets the daemon itself did not serve (the punt rule's police action
     // counts those the kernel dropped before they came here).
@@ -87,6 +91,7 @@ private:
     std::uint64_t refusal_lines_ = 0;  // told in refusal_second_
     std::uint64_t suppressed_ = 0;     // not told since the last summary
     std::uint64_t told_queue_full_ = 0;
+    IpfixExporter* exporter_ = nullptr;
 };
 
 }  // namespace dpo::agent
