@@ -11,18 +11,22 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <future>
+#include <optional>
 #include <set>
 
 #include "core/compile/compiler.hpp"
 #include "core/engine/engine.hpp"
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
+#include "core/text.hpp"
 #include "kernel/feature_probe.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
 #include "kernel/tc_netlink.hpp"
 #include "nat_runtime.hpp"
+#include "service_notify.hpp"
 
 namespace dpo::agent {
 
@@ -64,8 +68,12 @@ public:
             const auto t = Clock::now();
             const auto due = engine_.next_due(t);
             if (due && *due <= t) flush(t);
+            notify_.tick(Clock::now(), [this] { return status_line(); });
             int timeout = -1;
-            if (const auto next = engine_.next_due(Clock::now())) {
+            // The engine's next pass, or systemd's next watchdog ping or status, whichever first.
+            auto next = engine_.next_due(Clock::now());
+            if (const auto n = notify_.next_due(); n && (!next || *n < *next)) next = n;
+            if (next) {
                 const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
                 timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
             }
@@ -113,6 +121,7 @@ public:
                 }
                 // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
                 log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
+                notify_.stopping("stopping: rules left in place");
                 return kExitOk;
             }
         }
@@ -196,6 +205,32 @@ private:
         // First packets go back only now that their subscriber's rule is in.
         if (p.urgent && nat_ && nat_->waiting()) reinject();
         log_pass(p, ms);
+        if (p.audit) last_audit_ = {std::chrono::system_clock::now(), p.drift};
+        // Ready once the start pass has put the rules in: `systemctl start` returns then.
+        if (p.start) notify_.ready(status_line(), Clock::now());
+        else if (p.did_work()) notify_.changed();
+    }
+
+    // systemd's STATUS=: what `systemctl status` shows on one line.
+    std::string status_line() const {
+        const auto c = engine_.counts();
+        std::string s = "rules " + n(c.rules) + " (in_hw " + n(c.in_hw) + ", not_in_hw " + n(c.not_in_hw) +
+                        ", refused " + n(c.refused) + "); routes " +
+                        n(engine_.model().table(engine_.mapping().route_table).size());
+        if (nat_) s += "; NAT " + n(nat_->subscribers().size()) + " subscribers";
+        else if (engine_.mapping().nat) s += "; NAT not running";
+        if (last_audit_.drift) s += "; last audit " + utc_time(last_audit_.at) + " drift " + n(*last_audit_.drift);
+        if (!last_reload_.empty()) s += "; " + last_reload_;
+        return s;
+    }
+
+    static std::string utc_time(std::chrono::system_clock::time_point t) {
+        const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+        std::tm tm{};
+        gmtime_r(&tt, &tm);
+        char buf[16];
+        std::strftime(buf, sizeof buf, "%H:%M:%SZ", &tm);
+        return buf;
     }
 
     void log_pass(const engine::Pass& p, double ms) {
@@ -239,6 +274,7 @@ private:
             reload_.again = true;
             return;
         }
+        notify_.reloading("reloading " + printable(file_));
         if (reload_.done_fd < 0) reload_.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (reload_.done_fd < 0) {  // no thread to tell us: read it here
             reload_.parsing = std::async(std::launch::deferred, load_mapping, file_);
@@ -257,10 +293,20 @@ private:
         std::uint64_t count = 0;
         if (reload_.done_fd >= 0) (void)!read(reload_.done_fd, &count, sizeof count);
         auto next = reload_.parsing.get();  // ready: the thread wrote done_fd last
-        if (std::exchange(reload_.again, false)) reload();
+        const bool again = std::exchange(reload_.again, false);
+        apply(std::move(next), now);
+        // After the verdict, so systemd sees RELOADING=1 and READY=1 in pairs.
+        if (again) reload();
+    }
+
+    void apply(Result<Mapping, Problems> next, Clock::time_point now) {
         if (!next) {
             log_problems(next.error());
             log::error("reload-refused", {{"file", file_}, {"kept", "running configuration"}});
+            const auto k = next.error().size();
+            last_reload_ = "reload refused " + utc_time(std::chrono::system_clock::now()) + ": " + n(k) + " problem" +
+                           (k == 1 ? "" : "s") + ", running configuration kept";
+            notify_.reload_done(status_line(), Clock::now());
             return;
         }
         const Mapping& before = engine_.mapping();
@@ -271,6 +317,8 @@ private:
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
+        last_reload_ = "reloaded " + utc_time(std::chrono::system_clock::now()) + ": " +
+                       n(engine_.mapping().interfaces.size()) + " interfaces";
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
             // Now, not after the bulk lane's quiet time: the pair goes right after.
@@ -286,6 +334,7 @@ private:
                 log::notice("nat-stopped", {{"punt_pair", "deleted"}});
         }
         maybe_start_nat(now);
+        notify_.reload_done(status_line(), Clock::now());
     }
 
     std::string file_;
@@ -296,6 +345,12 @@ private:
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
     bool rtnl_more_ = false;
+    ServiceNotify notify_{Clock::now()};
+    struct {
+        std::chrono::system_clock::time_point at;
+        std::optional<std::size_t> drift;  // none: no audit yet
+    } last_audit_;
+    std::string last_reload_;  // the last reload's verdict, kept in the status line
     struct Reload {
         std::future<Result<Mapping, Problems>> parsing;  // valid while a file is read
         int done_fd = -1;                                // written when it is

@@ -9,6 +9,9 @@ packages=(
   # build
   meson ninja-build g++ pkg-config binutils
   libmnl-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev nlohmann-json3-dev catch2
+  # sd_notify and sd_journal_sendv: libsystemd is the reference implementation of the
+  # notify and journal protocols, better than our own copy of them (agent/ only)
+  libsystemd-dev
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
   # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends
