@@ -26,6 +26,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 from labkit import DaemonProcess
@@ -50,60 +51,84 @@ MAPPING = """{
 
 
 class NotifySocket:
-    """An AF_UNIX datagram socket (the service manager's end): every message with its
-    arrival time and its sender's pid (SCM_CREDENTIALS, as systemd reads it)."""
+    """An AF_UNIX datagram socket (the service manager's end), read on a thread of its own
+    so that each message is timed when it arrives: its arrival time and its sender's pid
+    (SCM_CREDENTIALS, as systemd reads it). on_message(fields) runs on that thread as each
+    arrives, before the next is read."""
 
-    def __init__(self):
+    def __init__(self, on_message=None):
         self.dir = tempfile.mkdtemp(prefix="dpo-notify-")
         self.path = os.path.join(self.dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
         self.messages = []   # (monotonic time, pid, {field: value}, raw text)
         self.read_upto = 0
+        self.on_message = on_message
+        self.cond = threading.Condition()
+        self.done = False
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
 
-    def _read(self, timeout):
-        self.sock.settimeout(max(0.0, timeout))
-        try:
-            data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
-        except socket.timeout:
-            return False
-        pid = None
-        for level, typ, cdata in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS and len(cdata) >= 12:
-                pid, _uid, _gid = struct.unpack("iII", cdata[:12])
-        text = data.decode("utf-8", "replace")
-        fields = dict(l.split("=", 1) for l in text.splitlines() if "=" in l)
-        self.messages.append((time.monotonic(), pid, fields, text))
-        return True
-
-    def next(self, pred, timeout, on_message=None):
-        """The next message not yet consumed with pred(fields) as (time, pid, fields), or None.
-        Messages before it are consumed too; on_message(fields) runs as each is read."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.read_upto < len(self.messages):
-                m = self.messages[self.read_upto]
-                self.read_upto += 1
-                if pred(m[2]):
-                    return m
-            if time.monotonic() >= deadline or not self._read(deadline - time.monotonic()):
-                if time.monotonic() >= deadline:
-                    return None
+    def _receive(self):
+        while not self.done:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
+            except socket.timeout:
                 continue
-            if on_message:
-                on_message(self.messages[-1][2])
+            except OSError:
+                return
+            t = time.monotonic()
+            pid = None
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS and len(cdata) >= 12:
+                    pid, _uid, _gid = struct.unpack("iII", cdata[:12])
+            text = data.decode("utf-8", "replace")
+            fields = dict(l.split("=", 1) for l in text.splitlines() if "=" in l)
+            if self.on_message:
+                self.on_message(fields)
+            with self.cond:
+                self.messages.append((t, pid, fields, text))
+                self.cond.notify_all()
 
-    def drain(self, seconds):
-        """Read everything that arrives within `seconds` (a bounded window, by design)."""
+    def next(self, pred, timeout):
+        """The next message not yet consumed with pred(fields) as (time, pid, fields, text),
+        or None. Messages before it are consumed too."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                while self.read_upto < len(self.messages):
+                    m = self.messages[self.read_upto]
+                    self.read_upto += 1
+                    if pred(m[2]):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def window(self, seconds):
+        """Everything that arrives within `seconds` from now (a bounded window, by design)."""
+        with self.cond:
+            mark = len(self.messages)
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._read(deadline - time.monotonic())
+        with self.cond:
+            while time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
+            return self.messages[mark:]
+
+    def count(self):
+        with self.cond:
+            return len(self.messages)
 
     def since(self, index):
-        return self.messages[index:]
+        with self.cond:
+            return self.messages[index:]
 
     def close(self):
+        self.done = True
+        self.thread.join()
         self.sock.close()
         os.unlink(self.path)
         os.rmdir(self.dir)
@@ -163,10 +188,17 @@ def run(lab):
     fd, config = tempfile.mkstemp(prefix="systemd_notify-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(MAPPING % 100)
-    ns = NotifySocket()
+    at_ready = {}
+
+    def on_message(fields):
+        # The moment READY=1 arrives, before anything else is read: are the rules in?
+        if fields.get("READY") == "1" and "count" not in at_ready:
+            at_ready["count"] = tc_rule_count()
+
+    ns = NotifySocket(on_message)
     d = NotifiedDaemon(lab, "hv", config, "notify", ns.path)
     try:
-        scenario(lab, d, ns, config)
+        scenario(lab, d, ns, config, at_ready)
     finally:
         d.stop()
         d.kill()
@@ -174,17 +206,10 @@ def run(lab):
         os.unlink(config)
 
 
-def scenario(lab, d, ns, config):
+def scenario(lab, d, ns, config, at_ready):
     pid = d.proc.pid
-    at_ready = {}
-
-    def on_message(fields):
-        # The moment READY=1 is read, before anything else: are the rules in?
-        if fields.get("READY") == "1" and "count" not in at_ready:
-            at_ready["count"] = tc_rule_count()
-
     t0 = time.monotonic()
-    ready = ns.next(lambda f: f.get("READY") == "1", START_TIMEOUT, on_message)
+    ready = ns.next(lambda f: f.get("READY") == "1", START_TIMEOUT)
     if not lab.check("READY=1 arrives after the start", ready is not None,
                      f"none within {START_TIMEOUT:.0f} s; messages {[m[3] for m in ns.messages][:5]}; "
                      f"log: {d.tail()}"):
@@ -206,10 +231,10 @@ def scenario(lab, d, ns, config):
               f"STATUS {status!r}; start pass {line}")
 
     # -- the watchdog, while nothing happens: only the poll's timeout wakes the loop.
-    mark, t_w0 = len(ns.messages), time.monotonic()
-    ns.drain(WATCH_WINDOW)
+    t_w0 = time.monotonic()
+    seen = ns.window(WATCH_WINDOW)
     t_w1 = time.monotonic()
-    pings = [t for t, _p, f, _r in ns.since(mark) if f.get("WATCHDOG") == "1"]
+    pings = [t for t, _p, f, _r in seen if f.get("WATCHDOG") == "1"]
     edges = [t_w0] + pings + [t_w1]
     gaps = [b - a for a, b in zip(edges, edges[1:])]
     limit = WATCHDOG_USEC / 2 / 1e6
@@ -218,11 +243,12 @@ def scenario(lab, d, ns, config):
               pings and max(gaps) <= limit, f"pings at {[round(p - t_w0, 2) for p in pings]}")
 
     # -- STATUS= follows changes, at most once a second.
-    mark = len(ns.messages)
+    mark = ns.count()
     t_churn = time.monotonic()
     for i in range(20):   # one command each: under emulation about 0.1 s apart, many passes
         lab.sh(f"ip route add 101.0.{i}.0/24 via 10.200.0.254", ns="hv")
-    want_routes = ROUTES + 20
+    base = STATUS_RE.match(ready[2].get("STATUS", ""))
+    want_routes = (int(base.group(5)) if base else ROUTES) + 20
     got = ns.next(lambda f: (m := STATUS_RE.match(f.get("STATUS", ""))) is not None and
                   int(m.group(5)) >= want_routes, 10.0)
     t_end = time.monotonic()
@@ -241,7 +267,7 @@ def scenario(lab, d, ns, config):
 
     # -- reload: a valid file, then an invalid one.
     write(config, MAPPING % 102)
-    mark = len(ns.messages)
+    mark = ns.count()
     os.kill(d.proc.pid, signal.SIGHUP)
     done = ns.next(lambda f: f.get("READY") == "1", 30)
     seq = [f for _t, _p, f, _r in ns.since(mark) if "READY" in f or "RELOADING" in f]
@@ -255,7 +281,7 @@ def scenario(lab, d, ns, config):
     if done:
         lab.note(f"after a valid reload: STATUS={done[2].get('STATUS')}")
     write(config, MAPPING % 4095)
-    mark = len(ns.messages)
+    mark = ns.count()
     os.kill(d.proc.pid, signal.SIGHUP)
     done = ns.next(lambda f: f.get("READY") == "1", 30)
     seq = [f for _t, _p, f, _r in ns.since(mark) if "READY" in f or "RELOADING" in f]
@@ -270,7 +296,7 @@ def scenario(lab, d, ns, config):
     lab.check("the daemon logged reload-refused and runs on", refused is not None and d.proc.poll() is None, why)
 
     # -- SIGTERM
-    mark = len(ns.messages)
+    mark = ns.count()
     rc = d.stop()
     stopping = ns.next(lambda f: f.get("STOPPING") == "1", 5)
     lab.check("SIGTERM: STOPPING=1, exit 0", stopping is not None and rc == 0,
