@@ -72,10 +72,7 @@ NatRuntime::~NatRuntime() { close(timer_); }
 void NatRuntime::log_chunk_events() {
     const auto events = manager_.take_events();
     const auto wall = static_cast<std::int64_t>(std::time(nullptr));
-    for (const auto& e : events) {
-        const std::string line = nat::log_line(e, wall);
-        (void)!::write(STDERR_FILENO, line.data(), line.size());
-    }
+    for (const auto& e : events) nat::log_event(e, wall);
 }
 
 bool NatRuntime::resync() {
