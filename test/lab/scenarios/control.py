@@ -59,7 +59,15 @@ def tc_handles(lab, dev):
 def raw_ask(path, data, read=True):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
-    s.connect(path)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s.connect(path)
+            break
+        except BlockingIOError:  # the listen backlog is full until the daemon accepts
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     s.sendall(data)
     if not read:
         return s
