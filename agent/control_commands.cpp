@@ -103,19 +103,27 @@ json rules_by_state(const engine::DeviceCounts& d) {
 json key_json(const ControlContext& c, const engine::KeyReport& r) {
     json j = {{"key", key_name(c, r.key)}, {"known", r.known}, {"queued", r.queued}};
     json rules = json::array();
-    bool all_in = true;
+    bool all_in = true, forwards = false;
     for (const auto& [rule, v] : r.rules) {
         json x = v.identity ? rule_json(c, *v.identity, v)
                             : json{{"dev", rule.dev}, {"chain", rule.chain}, {"prio", rule.prio},
                                    {"rule", rule.key()}, {"state", "pending"}};
         x["why"] = rule.why;
         x["command"] = tc::to_tc_command(rule);
+        // A rule whose actions end in `pass` hands the packet to the kernel: it is there
+        // so that the kernel, not the fast path, takes what it matches.
+        const bool to_kernel = !rule.actions.empty() && std::holds_alternative<tc::Pass>(rule.actions.back());
+        x["to_kernel"] = to_kernel;
+        forwards = forwards || !to_kernel;
         all_in = all_in && x["state"] == "installed";
         rules.push_back(std::move(x));
     }
     j["rules"] = std::move(rules);
     j["notes"] = r.notes;
-    j["in_fast_path"] = !r.rules.empty() && all_in;
+    // In the fast path: some rule of the key forwards (not only hands to the kernel), and
+    // all of its rules are installed as wanted.
+    j["in_fast_path"] = forwards && all_in;
+    j["left_to_kernel"] = !forwards;
     return j;
 }
 
@@ -443,8 +451,9 @@ Result<json> control_nat(const ControlContext& c, const json& args) {
                             {"at_limit", ids.size() >= max},
                             {"refused", st && !st->commit ? nat::to_string(st->refusal) : ""}});
         }
+        // The list under the name asked for; the totals under names of their own.
         return json{{what, list},
-                    {"subscribers", subs.size()},
+                    {"subscriber_count", subs.size()},
                     {"chunks_held", chunks},
                     {"at_limit", at_limit},
                     {"max_chunks_per_subscriber", max},

@@ -254,9 +254,9 @@ int print_explain(const json& r) {
                         str(c["connections"]).c_str());
     for (const auto& k : r["keys"]) {
         const std::size_t n = k["rules"].size();
-        std::string verdict = k.value("in_fast_path", false) ? "in the fast path"
-                              : n == 0                       ? "left to the kernel"
-                                                             : "on its way into the fast path";
+        std::string verdict = k.value("in_fast_path", false)    ? "in the fast path"
+                              : k.value("left_to_kernel", true) ? "left to the kernel"
+                                                                : "on its way into the fast path";
         std::printf("\n%s: %s (%zu rule%s)%s\n", str(k["key"]).c_str(), verdict.c_str(), n, n == 1 ? "" : "s",
                     k.value("queued", false) ? ", changes queued" : "");
         for (const auto& x : k["rules"]) print_rule(x, "  ");
@@ -284,7 +284,7 @@ int print_nat(const std::string& what, const json& r) {
         }
         table({"SUBSCRIBER", "PUBLIC", "CHUNKS", "PORTS", "CONNECTIONS", ""}, rows);
         std::printf("(%s subscribers, %s chunks held, %s at their limit of %s chunks; %s shown)\n",
-                    str(r["subscribers"]).c_str(), str(r["chunks_held"]).c_str(), str(r["at_limit"]).c_str(),
+                    str(r["subscriber_count"]).c_str(), str(r["chunks_held"]).c_str(), str(r["at_limit"]).c_str(),
                     str(r["max_chunks_per_subscriber"]).c_str(), str(r["shown"]).c_str());
     } else if (what == "chunks") {
         for (const auto& c : r["chunks"])
@@ -292,7 +292,7 @@ int print_nat(const std::string& what, const json& r) {
                             str(c["connections"])});
         table({"PUBLIC", "PORTS", "SUBSCRIBER", "CONNECTIONS"}, rows);
         std::printf("(%s chunks held by %s subscribers; %s shown)\n", str(r["chunks_held"]).c_str(),
-                    str(r["subscribers"]).c_str(), str(r["shown"]).c_str());
+                    str(r["subscriber_count"]).c_str(), str(r["shown"]).c_str());
     } else if (what == "pool") {
         for (const auto& a : r["pool"]) {
             char use[16];

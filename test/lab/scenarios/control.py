@@ -146,8 +146,8 @@ def check_nat(lab, ctl, run):
     t_alloc = time.time()
     rc, subs, _r = ctl.json("nat", "subscribers")
     row = next((s for s in subs["subscribers"] if s["subscriber"] == nv.SUB_A), None) if subs else None
-    lab.check(f"nat subscribers: {nv.SUB_A} holds 1 chunk on {public} ({lo}-{hi})",
-              rc == 0 and row is not None and row["chunks"] == 1 and row["public"] == public
+    lab.check(f"nat subscribers: {nv.SUB_A} holds 1 chunk on {public} ({lo}-{hi}), 1 subscriber in all",
+              rc == 0 and row is not None and subs["subscriber_count"] == 1 and row["chunks"] == 1 and row["public"] == public
               and row["ports"] == [f"{lo}-{hi}"], json.dumps(subs)[:400])
     rc, ch, _r = ctl.json("nat", "chunks")
     lab.check("nat chunks: the chunk, its ports and holder",
@@ -213,6 +213,11 @@ def check_explain(lab, ctl):
     lab.check("explain blue: the interface's classify rule, installed",
               rc == 0 and ex["keys"] and ex["keys"][0]["key"] == "classify interface blue"
               and ex["keys"][0]["in_fast_path"], json.dumps(ex)[:500] if ex else r.stderr)
+    rc, ex, r = ctl.json("explain", "10.100.0.0/24")
+    k = ex["keys"][0] if ex and ex.get("keys") else {}
+    lab.check("explain 10.100.0.0/24 (connected: its hosts have rules of their own): left to the kernel, "
+              "not 'in the fast path'", rc == 0 and k.get("left_to_kernel") is True and k.get("in_fast_path") is False
+              and all(x["to_kernel"] for x in k.get("rules", [])), json.dumps(ex)[:600] if ex else r.stderr)
     rc, ex, r = ctl.json("explain", "192.0.2.0/24")
     lab.check("explain 192.0.2.0/24 (no such route): says so, and which route its address takes",
               rc == 0 and any("no route for exactly 192.0.2.0/24" in s for s in ex["says"])
