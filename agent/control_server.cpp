@@ -21,6 +21,7 @@ namespace {
 
 constexpr auto kReadTime = std::chrono::seconds(5);
 constexpr auto kWriteTime = std::chrono::seconds(30);
+constexpr auto kDrainTime = std::chrono::seconds(2);
 const char* const kOperatorGroup = "dpoffload";
 
 Result<sockaddr_un> address_of(const std::string& path) {
@@ -89,7 +90,7 @@ void ControlServer::poll_fds(std::vector<pollfd>& fds) const {
     fds.push_back({conns_.size() < kMaxConnections ? fd_ : -1, POLLIN, 0});
     for (const auto& c : conns_) {
         short events = 0;
-        if (!c.answered) events = POLLIN;
+        if (!c.answered || c.draining) events = POLLIN;
         else if (c.written < c.out.size()) events = POLLOUT;
         fds.push_back({c.fd, events, 0});
     }
@@ -122,7 +123,17 @@ void ControlServer::send(Conn& c, const nlohmann::json& response) {
     c.out = response.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     c.written = 0;
     c.deadline = Clock::now() + kWriteTime;
-    if (!write_to(c)) c.written = c.out.size();  // written, or the client is gone: done either way
+    if (!write_to(c)) {
+        c.written = c.out.size();  // written, or the client is gone: done either way
+        drain(c);
+    }
+}
+
+void ControlServer::drain(Conn& c) {
+    if (c.draining) return;
+    c.draining = true;
+    ::shutdown(c.fd, SHUT_WR);  // the client reads the answer to its end
+    c.deadline = Clock::now() + kDrainTime;
 }
 
 bool ControlServer::read_from(Conn& c, std::vector<Request>& out) {
@@ -190,13 +201,21 @@ std::vector<ControlServer::Request> ControlServer::ready(const pollfd* fds, std:
         const short ev = fds[i].revents;
         if (!ev) continue;
         bool keep = true;
-        if (!c.answered && (ev & (POLLIN | POLLHUP | POLLERR))) keep = read_from(c, out);
-        else if (c.answered && c.written < c.out.size() && (ev & POLLOUT)) keep = write_to(c);
-        else if (ev & (POLLHUP | POLLERR)) keep = false;
+        if (c.draining) {
+            char scratch[4096];
+            ssize_t n;
+            while ((n = recv(c.fd, scratch, sizeof scratch, 0)) > 0) {
+            }
+            keep = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+        } else if (!c.answered && (ev & (POLLIN | POLLHUP | POLLERR))) {
+            keep = read_from(c, out);
+        } else if (c.answered && c.written < c.out.size() && (ev & POLLOUT)) {
+            if (!write_to(c)) drain(c);
+        } else if (ev & (POLLHUP | POLLERR)) {
+            keep = false;
+        }
         if (!keep) done.push_back(c.id);
     }
-    for (auto& c : conns_)  // answered and written in full right away (malformed requests)
-        if (c.answered && !c.out.empty() && c.written == c.out.size()) done.push_back(c.id);
     for (auto& c : conns_)
         if (now > c.deadline) done.push_back(c.id);
     std::sort(done.begin(), done.end());
@@ -218,10 +237,6 @@ void ControlServer::answer(std::uint64_t id, const nlohmann::json& result) {
     for (auto& c : conns_)
         if (c.id == id) {
             send(c, {{"version", kControlVersion}, {"ok", true}, {"result", result}});
-            if (c.written == c.out.size()) {
-                close(c.fd);
-                conns_.erase(conns_.begin() + (&c - conns_.data()));
-            }
             return;
         }
 }
@@ -232,10 +247,6 @@ void ControlServer::refuse(std::uint64_t id, const std::string& error, const nlo
             nlohmann::json r = {{"version", kControlVersion}, {"ok", false}, {"error", error}};
             if (!detail.is_null()) r["detail"] = detail;
             send(c, r);
-            if (c.written == c.out.size()) {
-                close(c.fd);
-                conns_.erase(conns_.begin() + (&c - conns_.data()));
-            }
             return;
         }
 }

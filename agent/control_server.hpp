@@ -72,6 +72,9 @@ private:
         std::string in, out;
         std::size_t written = 0;
         bool answered = false;  // the request was handed out and is being answered
+        bool draining = false;  // answered in full: our side shut, reading the client's rest
+                                // (closing with unread input would reset the connection
+                                // before the client read the answer)
         bool privileged = false;
         unsigned uid = 0;
         Clock::time_point deadline;
@@ -82,6 +85,7 @@ private:
     bool read_from(Conn& c, std::vector<Request>& out);
     bool write_to(Conn& c);
     void send(Conn& c, const nlohmann::json& response);
+    void drain(Conn& c);
 
     std::string path_;
     int fd_ = -1;
