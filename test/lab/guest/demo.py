@@ -885,7 +885,7 @@ def counters():
     if r.returncode != 0:
         raise DemoError(f"`dpoffloadctl counters` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()}")
     data = ctl_json("counters").get("counters", [])
-    red = [c for c in data if c.get("kind") == "egress" and c.get("name") == "red"]
+    red = [c for c in data if c.get("kind") == "egress" and str(c.get("name", "")).startswith("red")]
     if not red or red[0].get("packets", 0) < 2:
         raise DemoError(f"`counters` has no egress counter for red with the packets of steps 6 and 8: {data}")
     say("red's egress counted the packets of steps 6 and 8; transit's the NAT flow of step 9.")
