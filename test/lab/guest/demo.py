@@ -856,10 +856,11 @@ def explain(public, pport):
     note = f"note: route {MGMT[2]}: egress {MGMT[0]} is not a mapped interface"
     if note not in r.stdout or "left to the kernel" not in r.stdout:
         raise DemoError(f"explain {MGMT[2]} does not say it is left to the kernel because of {MGMT[0]}")
-    say(f"The subscriber has its chunk, its rule and its route; {MGMT[2]} goes out of {MGMT[0]}, "
-        "which is no mapped interface, so the fast path leaves it to the kernel: its rules in "
-        "the routing chains only hand such packets to the kernel, whose routing is the slow "
-        "path, and the compiler's note says why.")
+    say("The subscriber: its chunk, the rule that commits its new connections into that chunk "
+        "(chain 32768 = 0x8000), and its host rules, which route the replies back to it. "
+        f"{MGMT[2]} goes out of {MGMT[0]}, which is no mapped interface, so the fast path leaves "
+        "it to the kernel: its rules in the routing chains only hand such packets to the "
+        "kernel (`gact pass`), whose routing is the slow path, and the compiler's note says why.")
     if f"route {MGMT[2]}: in the fast path" in r.stdout:
         known_bug(f"the verdict line says 'in the fast path' for route {MGMT[2]}: explain calls a "
                   "key in the fast path when all its rules are installed (agent/control_commands.cpp, "
