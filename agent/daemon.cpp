@@ -20,6 +20,7 @@
 #include "core/log.hpp"
 #include "core/mapping_loader.hpp"
 #include "core/text.hpp"
+#include "kernel/action_stats.hpp"
 #include "kernel/feature_probe.hpp"
 #include "kernel/punt_port.hpp"
 #include "kernel/rtnl_watcher.hpp"
@@ -27,6 +28,7 @@
 #include "chunk_record_file.hpp"
 #include "control_commands.hpp"
 #include "control_server.hpp"
+#include "metrics.hpp"
 #include "nat_runtime.hpp"
 
 namespace dpo::agent {
@@ -45,6 +47,11 @@ void log_problems(const Problems& problems) {
 
 std::string n(std::size_t v) { return std::to_string(v); }
 
+std::optional<Clock::time_point> earliest(std::optional<Clock::time_point> a, std::optional<Clock::time_point> b) {
+    if (a && b) return std::min(*a, *b);
+    return a ? a : b;
+}
+
 // A key for the content hashes only this process knows (tc/hash.hpp).
 tc::HashKey random_hash_key() {
     tc::HashKey k = tc::kDefaultHashKey;
@@ -55,8 +62,8 @@ tc::HashKey random_hash_key() {
 class Daemon {
 public:
     Daemon(std::string file, Mapping m, const Options& o, kernel::TcNetlink& tc, kernel::RtnlWatcher& watcher,
-           kernel::KernelFeatures& features)
-        : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features),
+           kernel::KernelFeatures& features, Metrics& metrics)
+        : file_(std::move(file)), tc_(tc), watcher_(watcher), features_(features), metrics_(metrics),
           engine_(features.admit(std::move(m)), tc, engine_options(o)) {
         status_.version = o.version;
         status_.started = std::chrono::system_clock::now();
@@ -87,13 +94,15 @@ public:
         for (const auto& d : compile::rule_devices(engine_.mapping()))
             if (!if_nametoindex(d.c_str())) log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
         engine_.start(watcher_.state(), now);
+        metrics_.mapping(engine_.mapping());
         maybe_start_nat(now);
         for (;;) {
             const auto t = Clock::now();
             const auto due = engine_.next_due(t);
             if (due && *due <= t) flush(t);
+            metrics_.refresh(engine_, nat_.get(), Clock::now());
             int timeout = -1;
-            if (const auto next = engine_.next_due(Clock::now())) {
+            if (const auto next = earliest(engine_.next_due(Clock::now()), metrics_.due())) {
                 const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
                 timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
             }
@@ -106,7 +115,8 @@ public:
                                        {nat ? nat->conntrack_fd() : -1, POLLIN, 0},
                                        {nat ? nat->timer_fd() : -1, POLLIN, 0},
                                        {reload_.parsing.valid() ? reload_.done_fd : -1, POLLIN, 0}};
-            constexpr std::size_t kControl = 7;
+            fds.push_back({counting_.reading.valid() ? counting_.done_fd : -1, POLLIN, 0});
+            constexpr std::size_t kControl = 8;
             if (control_) {
                 control_->poll_fds(fds);
                 if (const auto d = control_->next_deadline()) {
@@ -132,7 +142,11 @@ public:
                 else if (nat->waiting()) reinject();
             }
             if ((fds[1].revents || rtnl_more_) && !kernel_events(now2)) return kExitFailure;
-            if (fds[2].revents) engine_.tc_events(tc_.poll_events(), now2);
+            if (fds[2].revents) {
+                const auto others = tc_.poll_events();
+                metrics_.tc_events(others);
+                engine_.tc_events(others, now2);
+            }
             if (nat && nat_.get() == nat) {
                 if (fds[4].revents) engine_.subscribers(nat->on_conntrack(), false, now2);
                 if (fds[5].revents) {
@@ -141,6 +155,7 @@ public:
                 }
             }
             if (fds[6].revents) reloaded(Clock::now());
+            if (fds[7].revents) counted();
             if (control_)
                 for (auto& r : control_->ready(fds.data() + kControl, fds.size() - kControl, Clock::now()))
                     control(r);
@@ -181,6 +196,7 @@ private:
         rtnl_more_ = p->more;
         if (p->resync) {
             ++status_.overruns;
+            metrics_.overrun("rtnetlink");
             log::warning("resync", {{"reason", "netlink overrun (ENOBUFS): events lost, state dumped again"}});
             engine_.kernel_resync(*p->resync, now);
         }
@@ -189,6 +205,7 @@ private:
             if (const auto* l = std::get_if<model::LinkEvent>(&e); l && !l->link && nat_ &&
                 (l->ifindex == nat_->punt_ifindex() || !if_nametoindex(nat_->punt_sink_dev().c_str())))
                 punt_gone = true;
+            metrics_.kernel_event(e);
             engine_.kernel(e, now);
         }
         // The punt pair deleted under a running NAT stage (by hand, by a --flush): start
@@ -226,6 +243,7 @@ private:
             for (const auto& e : events) entries.push_back(nat::record_of(e, unix_ms));
             record_->append(entries);
         };
+        nat_->report_to(metrics_);
         engine_.nat_stage(nat_.get(), now);
         engine_.subscribers(nat_->take_changed(), false, now);
         log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
@@ -269,6 +287,7 @@ private:
         const engine::Pass p = engine_.flush(now);
         const auto took = Clock::now() - t0;
         engine_.observe(p, took);
+        metrics_.pass(p, took);
         const double ms = std::chrono::duration<double, std::milli>(took).count();
         note_pass(p, ms);
         // First packets go back only now that their subscriber's rule is in.
@@ -333,6 +352,10 @@ private:
         else if (r.command == "rules") answer = control_rules(c, r.args);
         else if (r.command == "explain") answer = control_explain(c, r.args);
         else if (r.command == "nat") answer = control_nat(c, r.args);
+        else if (r.command == "counters") {
+            count(r.id);
+            return;
+        }
         else if (r.command == "audit" || r.command == "reload") {
             if (!r.privileged) {
                 control_->refuse(r.id, r.command + " changes the daemon's state: root only (uid " +
@@ -355,6 +378,46 @@ private:
         }
         if (answer) control_->answer(r.id, *answer);
         else control_->refuse(r.id, answer.error());
+    }
+
+    // The named counters: a dump of every gact and mirred action, O(rules) in the kernel,
+    // read on a thread of its own (a socket of its own) so the loop goes on meanwhile.
+    // Questions that come while one is read share its answer.
+    void count(std::uint64_t id) {
+        counting_.asked.push_back(id);
+        if (counting_.reading.valid()) return;
+        if (counting_.done_fd < 0) counting_.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        const int fd = counting_.done_fd;
+        counting_.reading = std::async(std::launch::async, [m = engine_.mapping(), fd] {
+            auto r = kernel::counters(m);
+            const std::uint64_t one = 1;
+            if (fd >= 0) (void)!write(fd, &one, sizeof one);
+            return r;
+        });
+        if (fd < 0) counted();  // no eventfd: wait for it here
+    }
+
+    void counted() {
+        std::uint64_t n = 0;
+        if (counting_.done_fd >= 0) (void)!read(counting_.done_fd, &n, sizeof n);
+        auto r = counting_.reading.get();
+        nlohmann::json answer;
+        if (r) {
+            nlohmann::json list = nlohmann::json::array();
+            for (const auto& c : *r) {
+                nlohmann::json x = {{"kind", c.kind},       {"name", c.name},   {"index", c.index},
+                                    {"packets", c.packets}, {"bytes", c.bytes}, {"device", c.device},
+                                    {"detail", c.detail}};
+                if (c.hw_packets) x["hw_packets"] = *c.hw_packets;
+                if (c.hw_bytes) x["hw_bytes"] = *c.hw_bytes;
+                list.push_back(std::move(x));
+            }
+            answer = {{"counters", std::move(list)}};
+        }
+        for (const auto id : std::exchange(counting_.asked, {})) {
+            if (r) control_->answer(id, answer);
+            else control_->refuse(id, "reading the counters: " + r.error());
+        }
     }
 
     // The file is read and checked on a thread of its own, so that the loop goes on
@@ -404,6 +467,7 @@ private:
         nat_tried_ifindex_ = 0;
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
+        metrics_.mapping(engine_.mapping());
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
         ++status_.reloads;
         status_.mapping_loaded = std::chrono::system_clock::now();
@@ -432,6 +496,7 @@ private:
     kernel::TcNetlink& tc_;
     kernel::RtnlWatcher& watcher_;
     kernel::KernelFeatures& features_;
+    Metrics& metrics_;
     engine::Engine engine_;
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
@@ -441,6 +506,15 @@ private:
     std::string state_dir_;
     std::unique_ptr<ControlServer> control_;
     std::vector<std::uint64_t> audits_asked_, reloads_asked_;  // control requests answered later
+    struct Counting {
+        std::future<Result<std::vector<kernel::Counter>>> reading;  // valid while a dump runs
+        int done_fd = -1;
+        std::vector<std::uint64_t> asked;
+        ~Counting() {
+            if (reading.valid()) reading.wait();
+            if (done_fd >= 0) close(done_fd);
+        }
+    } counting_;
     struct Reload {
         std::future<Result<Mapping, Problems>> parsing;  // valid while a file is read
         int done_fd = -1;                                // written when it is
@@ -495,7 +569,18 @@ int run(const std::string& file, const Options& options) {
         log::error("startup-failed", {{"reason", watcher.error()}});
         return kExitFailure;
     }
-    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features);
+    std::unique_ptr<Metrics> metrics;
+    if (!options.metrics.empty()) {
+        auto served = serve_metrics(options.metrics);
+        if (!served) {
+            log::error("startup-failed", {{"reason", served.error()}});
+            return kExitFailure;
+        }
+        metrics = std::move(*served);
+        log::notice("metrics", {{"listen", options.metrics}, {"path", "/metrics"}});
+    }
+    Daemon daemon(file, std::move(loaded).value(), options, **tc, **watcher, features,
+                  metrics ? *metrics : Metrics::none());
     if (!daemon.open_control(options)) return kExitFailure;
     log::notice("started", {{"file", file}});
     const int rc = daemon.run(sfd);

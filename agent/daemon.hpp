@@ -23,6 +23,9 @@ struct Options {
     // Where the NAT chunk-event record is kept (chunk_record_file.hpp); empty: none.
     std::string state_dir = "/var/lib/dpoffload";
     std::string version;
+    // Prometheus metrics at http://ADDRESS:PORT/metrics ("127.0.0.1:9641", "[::1]:9641");
+    // empty: off.
+    std::string metrics;
 };
 
 int run(const std::string& config_file, const Options& options = {});

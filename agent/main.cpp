@@ -17,6 +17,7 @@
 #include "core/mapping_loader.hpp"
 #include "core/text.hpp"
 #include "daemon.hpp"
+#include "metrics.hpp"
 #include "core/reconcile/plan.hpp"
 #include "kernel/rtnl_snapshot.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -35,6 +36,7 @@ void usage(FILE* to) {
     std::fprintf(to,
                  "usage: dpoffloadd [--config FILE] [--check | --show | --dry-run | --flush] [--netlink-rcvbuf BYTES]\n"
                  "                  [--audit-interval SECONDS] [--control-socket PATH] [--state-dir DIR]\n"
+                 "                  [--metrics ADDRESS:PORT]\n"
                  "\n"
                  "  -c, --config FILE  interface-mapping file (default %s)\n"
                  "      --check        validate the mapping file and exit: 0 valid, 1 not\n"
@@ -50,6 +52,8 @@ void usage(FILE* to) {
                  "                     \"\": none)\n"
                  "      --state-dir DIR  where the NAT chunk-event record is kept, which\n"
                  "                     dpoffloadctl nat who reads (default %s; \"\": none)\n"
+                 "      --metrics ADDRESS:PORT  serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
+                 "                     (e.g. 127.0.0.1:9641; [::1]:9641 where civetweb has IPv6; default: off)\n"
                  "  -h, --help         this text\n"
                  "      --version      print the version\n"
                  "\n"
@@ -187,7 +191,7 @@ int dry_run(const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit, kControl, kStateDir };
+    enum { kCheck = 256, kShow, kDryRun, kFlush, kVersion, kRcvbuf, kAudit, kControl, kStateDir, kMetrics };
     const option options[] = {
         {"config", required_argument, nullptr, 'c'}, {"check", no_argument, nullptr, kCheck},
         {"show", no_argument, nullptr, kShow},       {"dry-run", no_argument, nullptr, kDryRun},
@@ -196,6 +200,7 @@ int main(int argc, char** argv) {
         {"audit-interval", required_argument, nullptr, kAudit},
         {"control-socket", required_argument, nullptr, kControl},
         {"state-dir", required_argument, nullptr, kStateDir},
+        {"metrics", required_argument, nullptr, kMetrics},
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, kVersion}, {nullptr, 0, nullptr, 0},
     };
@@ -238,6 +243,18 @@ int main(int argc, char** argv) {
                     return kExitUsage;
                 }
                 daemon_options.audit_interval = std::chrono::seconds(v);
+                break;
+            }
+            case kMetrics: {
+                const auto address = dpo::agent::parse_metrics_address(optarg);
+                if (!address) {
+                    std::fprintf(stderr,
+                                 "dpoffloadd: --metrics takes ADDRESS:PORT, an IP address and a port 1-65535 "
+                                 "(127.0.0.1:9641, [::1]:9641), not '%s'\n",
+                                 dpo::printable(optarg).c_str());
+                    return kExitUsage;
+                }
+                daemon_options.metrics = *address;
                 break;
             }
             case 'h': usage(stdout); return kExitOk;

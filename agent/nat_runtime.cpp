@@ -76,6 +76,7 @@ void NatRuntime::log_chunk_events() {
     clock_gettime(CLOCK_REALTIME, &ts);
     const std::int64_t ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
     if (on_chunk_events) on_chunk_events(events, ms);
+    metrics_->chunks(events);
     const auto wall = static_cast<std::int64_t>(ts.tv_sec);
     for (const auto& e : events) {
         const std::string line = nat::log_line(e, wall);
@@ -104,6 +105,8 @@ std::vector<IpAddress> NatRuntime::on_punt() {
         return {};
     }
     const auto now = monotonic_now();
+    const auto read = Metrics::Clock::now();
+    metrics_->punted(frames->size());
     for (auto& f : *frames) {
         const auto sub = nat::ipv4_source(f);
         if (!sub) {  // the punt rules send IPv4 only: anything else is not ours to read
@@ -119,7 +122,7 @@ std::vector<IpAddress> NatRuntime::on_punt() {
             ++dropped_.queue_full;  // its chunk is pulled; the subscriber's next packet finds the rule
             continue;
         }
-        waiting_.push_back({*sub, std::move(f)});
+        waiting_.push_back({*sub, std::move(f), read});
     }
     if (auto lost = punt_->take_lost(); lost && *lost)
         log::warning("nat-punt-lost", {{"frames", std::to_string(*lost)}});
@@ -158,7 +161,9 @@ void NatRuntime::reinject_waiting(const std::function<bool(const IpAddress&)>& r
             continue;
         }
         if (auto r = punt_->reinject(w.frame); !r) log::warning("nat-reinject-failed", {{"reason", r.error()}});
+        else metrics_->reinjected(Metrics::Clock::now() - w.read);
     }
+    metrics_->first_packets_dropped("rule_not_in", dropped);
     if (dropped)
         log::warning("nat-first-packets-dropped",
                      {{"frames", std::to_string(dropped)}, {"reason", "their subscriber's rule is not in yet"}});
@@ -172,6 +177,7 @@ std::vector<IpAddress> NatRuntime::on_conntrack() {
         return {};
     }
     const auto now = monotonic_now();
+    metrics_->conntrack_events(batch->events.size());
     for (const auto& e : batch->events) {
         if (e.entry.orig_src.family != Family::V4) continue;
         const nat::Connection c{e.entry.orig_src, e.entry.reply_dst, e.entry.reply_dport};
@@ -179,6 +185,7 @@ std::vector<IpAddress> NatRuntime::on_conntrack() {
         else manager_.connection_end(c, now);
     }
     if (batch->overrun) {
+        metrics_->overrun("conntrack");
         log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
         resync();
     }

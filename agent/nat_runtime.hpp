@@ -16,6 +16,7 @@
 #include "core/nat/state.hpp"
 #include "kernel/conntrack_watcher.hpp"
 #include "kernel/punt_port.hpp"
+#include "metrics.hpp"
 
 namespace dpo::agent {
 
@@ -52,6 +53,8 @@ public:
     // Told every batch of chunk events (with the wall clock, ms) before they are logged.
     std::function<void(const std::vector<nat::ChunkEvent>&, std::int64_t)> on_chunk_events;
     std::size_t waiting_count() const { return waiting_.size(); }
+    // Where the stage reports what it did (punts, latency, chunks); none until set.
+    void report_to(Metrics& m) { metrics_ = &m; }
 
     // First packets the daemon itself did not serve (the punt rule's police action
     // counts those the kernel dropped before they came here).
@@ -78,6 +81,7 @@ private:
     struct Waiting {
         IpAddress subscriber;
         std::vector<std::uint8_t> frame;
+        Metrics::Clock::time_point read{};  // when it came from the punt port
     };
 
     Nat config_;
@@ -91,6 +95,7 @@ private:
     std::uint64_t refusal_lines_ = 0;  // told in refusal_second_
     std::uint64_t suppressed_ = 0;     // not told since the last summary
     std::uint64_t told_queue_full_ = 0;
+    Metrics* metrics_ = &Metrics::none();
 };
 
 }  // namespace dpo::agent

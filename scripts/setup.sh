@@ -11,6 +11,9 @@ packages=(
   libmnl-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev nlohmann-json3-dev catch2
   # the man pages (man/*.scd)
   scdoc
+  # the daemon's --metrics endpoint (agent/metrics.cpp): a maintained HTTP server and the
+  # Prometheus text format, not a hand-written server facing whatever connects
+  prometheus-cpp-dev libcivetweb-dev
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
   # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends

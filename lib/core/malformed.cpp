@@ -9,7 +9,7 @@
 namespace dpo {
 
 namespace {
-constexpr std::size_t kKinds = static_cast<std::size_t>(Malformed::PuntFrame) + 1;
+constexpr std::size_t kKinds = static_cast<std::size_t>(Malformed::TcAction) + 1;
 std::array<std::atomic<std::uint64_t>, kKinds> counts{};
 }  // namespace
 
@@ -20,6 +20,7 @@ std::string_view to_string(Malformed kind) {
     case Malformed::Rtnetlink: return "rtnetlink";
     case Malformed::Conntrack: return "conntrack";
     case Malformed::PuntFrame: return "punt-frame";
+    case Malformed::TcAction: return "tc-action";
     }
     return "unknown";
 }

@@ -19,6 +19,7 @@ enum class Malformed {
     Rtnetlink,        // a link, address, route or neighbour message libnl refused
     Conntrack,        // a ctnetlink event or dump entry
     PuntFrame,        // a punted first packet that is not an IPv4 frame we can read
+    TcAction,         // an action of an action dump (kernel/action_stats.hpp)
 };
 
 std::string_view to_string(Malformed kind);

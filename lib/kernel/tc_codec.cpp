@@ -869,6 +869,123 @@ Result<tc::Installed> parse_filter(const nlmsghdr* nlh) {
     return out;
 }
 
+nlmsghdr* put_dump_actions(void* buf, const std::string& kind) {
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = RTM_GETACTION;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    auto* t = static_cast<tcamsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcamsg)));
+    t->tca_family = AF_UNSPEC;
+    nlattr* tab = mnl_attr_nest_start(nlh, TCA_ACT_TAB);
+    nlattr* one = mnl_attr_nest_start(nlh, 1);
+    mnl_attr_put_strz(nlh, TCA_ACT_KIND, kind.c_str());
+    mnl_attr_nest_end(nlh, one);
+    mnl_attr_nest_end(nlh, tab);
+    // Terse: the kernel skips every action's options (a per-rule goto's among them),
+    // which a counter has no use for; large: more than 32 actions a message.
+    const nla_bitfield32 flags{TCA_ACT_FLAG_LARGE_DUMP_ON | TCA_ACT_FLAG_TERSE_DUMP,
+                               TCA_ACT_FLAG_LARGE_DUMP_ON | TCA_ACT_FLAG_TERSE_DUMP};
+    mnl_attr_put(nlh, TCA_ROOT_FLAGS, sizeof flags, &flags);
+    return nlh;
+}
+
+namespace {
+
+constexpr Rule kActionRootPolicy[] = {{TCA_ROOT_TAB, MNL_TYPE_NESTED}, {TCA_ROOT_COUNT, MNL_TYPE_U32}};
+constexpr Rule kActionStatsPolicy[] = {{TCA_ACT_KIND, MNL_TYPE_NUL_STRING},
+                                       {TCA_ACT_INDEX, MNL_TYPE_U32},
+                                       {TCA_ACT_STATS, MNL_TYPE_NESTED},
+                                       {TCA_ACT_OPTIONS, MNL_TYPE_NESTED}};
+// gnet_stats_basic is 12 bytes of data (16 with the padding the kernel sends); the
+// 64-bit packet count replaces its 32-bit one when present.
+constexpr Rule kGnetStatsPolicy[] = {{TCA_STATS_PKT64, MNL_TYPE_U64}};
+// Every action's parameters begin with tc_gen: the index, where the dump is not terse.
+constexpr Rule kGenParmsPolicy[] = {{1, MNL_TYPE_BINARY}};
+struct Gen {
+    tc_gen;
+};
+
+constexpr std::size_t kBasicLen = sizeof(std::uint64_t) + sizeof(std::uint32_t);
+
+struct Basic {
+    std::uint64_t bytes = 0, packets = 0;
+};
+std::optional<Basic> basic(const nlattr* a) {
+    if (!a || mnl_attr_get_payload_len(a) < kBasicLen) return std::nullopt;
+    Basic b;
+    std::uint32_t packets = 0;
+    std::memcpy(&b.bytes, mnl_attr_get_payload(a), sizeof b.bytes);
+    std::memcpy(&packets, static_cast<const char*>(mnl_attr_get_payload(a)) + sizeof b.bytes, sizeof packets);
+    b.packets = packets;
+    return b;
+}
+
+}  // namespace
+
+Result<std::vector<ActionStats>> parse_actions(const nlmsghdr* nlh) {
+    // A dump's answers carry the request's type (tc_dump_action), a notification RTM_NEWACTION.
+    if (nlh->nlmsg_type != RTM_GETACTION && nlh->nlmsg_type != RTM_NEWACTION)
+        return fail(std::string("not an action message"));
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(tcamsg)) return fail(std::string("malformed action: short header"));
+    Bad bad;
+    Attrs<TCA_ROOT_MAX> root;
+    root.set = "TCA_ROOT";
+    root.policy = kActionRootPolicy;
+    root.bad = &bad;
+    if (mnl_attr_parse(nlh, sizeof(tcamsg), fill_cb<TCA_ROOT_MAX>, &root) < 0 && !bad)
+        bad.what = "TCA_ROOT: a truncated attribute";
+    std::vector<ActionStats> out;
+    if (!bad && root[TCA_ROOT_TAB]) {
+        for_each_nested(root[TCA_ROOT_TAB], [&](const nlattr* a) {
+            if (bad) return;
+            auto at = nested<TCA_ACT_MAX>(a, "TCA_ACT", kActionStatsPolicy, bad);
+            if (bad) return;
+            if (!at[TCA_ACT_KIND] || !at[TCA_ACT_STATS]) {
+                bad.what = "TCA_ACT: an action without its kind or statistics";
+                return;
+            }
+            ActionStats s;
+            s.kind = mnl_attr_get_str(at[TCA_ACT_KIND]);
+            if (at[TCA_ACT_INDEX]) {
+                s.index = mnl_attr_get_u32(at[TCA_ACT_INDEX]);
+            } else if (at[TCA_ACT_OPTIONS]) {  // a kernel without terse dumps: the parameters have it
+                // Attribute 1 is the parameters (TCA_GACT_PARMS, TCA_MIRRED_PARMS, ...) in
+                // every action kind this reads.
+                auto o = nested<1>(at[TCA_ACT_OPTIONS], "TCA_ACT_OPTIONS", kGenParmsPolicy, bad);
+                const auto* g = payload<Gen>(o[1]);
+                if (!g) {
+                    if (!bad) bad.what = "TCA_ACT: an action without its index";
+                    return;
+                }
+                s.index = g->index;
+            } else {
+                bad.what = "TCA_ACT: an action without its index";
+                return;
+            }
+            auto st = nested<TCA_STATS_MAX>(at[TCA_ACT_STATS], "TCA_STATS", kGnetStatsPolicy, bad);
+            if (bad) return;
+            const auto all = basic(st[TCA_STATS_BASIC]);
+            if (!all) {
+                bad.what = "TCA_STATS: no basic statistics of " + std::to_string(kBasicLen) + " bytes";
+                return;
+            }
+            s.bytes = all->bytes;
+            s.packets = st[TCA_STATS_PKT64] ? mnl_attr_get_u64(st[TCA_STATS_PKT64]) : all->packets;
+            if (st[TCA_STATS_BASIC_HW]) {
+                const auto hw = basic(st[TCA_STATS_BASIC_HW]);
+                if (!hw) {
+                    bad.what = "TCA_STATS: hardware statistics shorter than " + std::to_string(kBasicLen) + " bytes";
+                    return;
+                }
+                s.hw_bytes = hw->bytes;
+                s.hw_packets = hw->packets;
+            }
+            out.push_back(std::move(s));
+        });
+    }
+    if (bad) return fail("malformed action: " + bad.what);
+    return out;
+}
+
 std::string extack_of(const nlmsghdr* nlh) {
     if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS) || mnl_nlmsg_get_payload_len(nlh) < sizeof(nlmsgerr)) return "";
     const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));

@@ -9,6 +9,8 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "core/result.hpp"
@@ -78,6 +80,23 @@ HwFlags filter_hw_flags(const nlmsghdr* nlh);
 // flower filter on clsact ingress is an error; unknown keys or actions leave
 // `decoded` false but still report ownership and hardware state.
 Result<tc::Installed> parse_filter(const nlmsghdr* nlh);
+
+// One shared action's statistics, from an RTM_GETACTION dump (action_stats.hpp).
+struct ActionStats {
+    std::string kind;  // "gact", "mirred"
+    std::uint32_t index = 0;
+    std::uint64_t packets = 0, bytes = 0;  // everything it counted, software and hardware
+    // What the hardware counted (TCA_STATS_BASIC_HW), where the kernel says.
+    std::optional<std::uint64_t> hw_packets, hw_bytes;
+    bool operator==(const ActionStats&) const = default;
+};
+// RTM_GETACTION dump of every action of `kind` ("gact", "mirred"), terse (kind, index,
+// statistics: no options) and in large messages.
+nlmsghdr* put_dump_actions(void* buf, const std::string& kind);
+// The actions of one message of such a dump (RTM_GETACTION, as the request), each attribute checked
+// before it is read; a malformed one fails the message (counted as Malformed::TcAction
+// by the caller).
+Result<std::vector<ActionStats>> parse_actions(const nlmsghdr* nlh);
 
 // mnl_nlmsg_ok() with the length compared unsigned: libmnl casts nlmsg_len to int, so a
 // length of 2 GiB or more passed its check and the walk went past the buffer.

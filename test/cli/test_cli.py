@@ -231,6 +231,11 @@ def main():
     check('an unknown option is a usage error (exit 2)', p.returncode == 2, f'exit {p.returncode}')
     p = subprocess.run([exe, '--check', '--show', '--config', str(example)], capture_output=True, text=True)
     check('--check with --show is a usage error', p.returncode == 2, f'exit {p.returncode}')
+    for bad in ('localhost:9641', '127.0.0.1', '9641', '127.0.0.1:0', '127.0.0.1:65536', '::1:9641', '[::1]',
+                '[nope]:9641', '127.0.0.1:96x1'):
+        p = subprocess.run([exe, '--metrics', bad, '--config', str(example)], capture_output=True, text=True)
+        check(f'--metrics {bad} is a usage error that names the option (exit 2)',
+              p.returncode == 2 and '--metrics' in p.stderr and bad in p.stderr, f'exit {p.returncode}: {p.stderr}')
     p = subprocess.run([exe, '--dry-run', '--config', str(example)], capture_output=True, text=True)
     check('--dry-run runs on any Linux machine and says it changed nothing',
           p.returncode == 0 and 'nothing was changed' in p.stdout, p.stdout + p.stderr)

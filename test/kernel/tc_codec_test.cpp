@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <libmnl/libmnl.h>
+#include <linux/gen_stats.h>
 #include <linux/pkt_cls.h>
 #include <linux/rtnetlink.h>
 #include <linux/tc_act/tc_ct.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -380,4 +382,109 @@ TEST_CASE("a message that claims 2 GiB or more does not fit what was read (libmn
     CHECK_FALSE(kernel::message_fits(nlh, 64));
     nlh->nlmsg_len = 8;  // shorter than its header
     CHECK_FALSE(kernel::message_fits(nlh, 64));
+}
+
+namespace {
+
+using dpo::kernel::ActionStats;
+using dpo::kernel::kMessageRoom;
+using dpo::kernel::parse_actions;
+using dpo::kernel::put_dump_actions;
+
+// One message as a terse action dump sends it (the request's type): kind, statistics, index.
+struct ActionMsg {
+    std::vector<char> buf = std::vector<char>(4096);
+    nlmsghdr* nlh;
+    nlattr* tab;
+    ActionMsg() {
+        nlh = mnl_nlmsg_put_header(buf.data());
+        nlh->nlmsg_type = RTM_GETACTION;
+        mnl_nlmsg_put_extra_header(nlh, sizeof(tcamsg));
+        mnl_attr_put_u32(nlh, TCA_ROOT_COUNT, 1);
+        tab = mnl_attr_nest_start(nlh, TCA_ACT_TAB);
+    }
+    // `basic_len`: what TCA_STATS_BASIC claims (16 as the kernel sends it).
+    void add(std::uint16_t slot, const char* kind, std::uint32_t index, std::uint64_t bytes, std::uint32_t packets,
+             std::optional<std::uint32_t> hw_packets = {}, std::size_t basic_len = 16) {
+        nlattr* a = mnl_attr_nest_start(nlh, slot);
+        mnl_attr_put_strz(nlh, TCA_ACT_KIND, kind);
+        nlattr* st = mnl_attr_nest_start(nlh, TCA_ACT_STATS);
+        char basic[16] = {};
+        std::memcpy(basic, &bytes, 8);
+        std::memcpy(basic + 8, &packets, 4);
+        mnl_attr_put(nlh, TCA_STATS_BASIC, basic_len, basic);
+        if (hw_packets) {
+            char hw[16] = {};
+            const std::uint64_t hw_bytes = std::uint64_t{*hw_packets} * 100;
+            std::memcpy(hw, &hw_bytes, 8);
+            std::memcpy(hw + 8, &*hw_packets, 4);
+            mnl_attr_put(nlh, TCA_STATS_BASIC_HW, sizeof hw, hw);
+        }
+        mnl_attr_nest_end(nlh, st);
+        mnl_attr_put_u32(nlh, TCA_ACT_INDEX, index);
+        mnl_attr_nest_end(nlh, a);
+    }
+    const nlmsghdr* done() {
+        mnl_attr_nest_end(nlh, tab);
+        return nlh;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("an action dump request asks for one kind, terse and in large messages") {
+    std::vector<char> buf(kMessageRoom);
+    const nlmsghdr* nlh = put_dump_actions(buf.data(), "mirred");
+    CHECK(nlh->nlmsg_type == RTM_GETACTION);
+    CHECK((nlh->nlmsg_flags & NLM_F_DUMP) == NLM_F_DUMP);
+    struct Seen {
+        bool flags = false, kind = false;
+    } seen;
+    mnl_attr_parse(
+        nlh, sizeof(tcamsg),
+        [](const nlattr* a, void* data) {
+            auto* s = static_cast<Seen*>(data);
+            if (mnl_attr_get_type(a) == TCA_ROOT_FLAGS) {
+                const auto* f = static_cast<const nla_bitfield32*>(mnl_attr_get_payload(a));
+                s->flags = (f->value & TCA_ACT_FLAG_TERSE_DUMP) && (f->value & TCA_ACT_FLAG_LARGE_DUMP_ON);
+            }
+            if (mnl_attr_get_type(a) == TCA_ACT_TAB)  // one action, its kind
+                mnl_attr_parse_nested(
+                    static_cast<const nlattr*>(mnl_attr_get_payload(a)),
+                    [](const nlattr* k, void* d) {
+                        if (mnl_attr_get_type(k) == TCA_ACT_KIND)
+                            static_cast<Seen*>(d)->kind = std::string_view(mnl_attr_get_str(k)) == "mirred";
+                        return MNL_CB_OK;
+                    },
+                    s);
+            return MNL_CB_OK;
+        },
+        &seen);
+    CHECK(seen.flags);
+    CHECK(seen.kind);
+}
+
+TEST_CASE("an action dump message gives each action's kind, index and statistics, hardware's where given") {
+    ActionMsg m;
+    m.add(1, "gact", 0xd9300002, 4200, 42);
+    m.add(2, "mirred", 0xd9000064, 150000, 1000, 600);
+    auto got = parse_actions(m.done());
+    REQUIRE(got.ok());
+    REQUIRE(got->size() == 2);
+    CHECK((*got)[0] == ActionStats{"gact", 0xd9300002, 42, 4200, std::nullopt, std::nullopt});
+    CHECK((*got)[1] == ActionStats{"mirred", 0xd9000064, 1000, 150000, 600, 60000});
+}
+
+TEST_CASE("an action dump message with statistics cut short is refused, not read past") {
+    ActionMsg m;
+    m.add(1, "gact", 0xd9300002, 4200, 42, std::nullopt, 8);
+    auto got = parse_actions(m.done());
+    REQUIRE(!got.ok());
+    CHECK(got.error().find("basic statistics") != std::string::npos);
+    ActionMsg empty;
+    auto none = parse_actions(empty.done());  // the last message of a dump may hold none
+    REQUIRE(none.ok());
+    CHECK(none->empty());
+    std::vector<char> buf(kMessageRoom);
+    CHECK(!parse_actions(put_dump_actions(buf.data(), "gact")).ok());  // a request: an action without statistics
 }

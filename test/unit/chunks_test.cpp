@@ -193,3 +193,23 @@ TEST_CASE("each allocation and release is one log line that answers who had whic
     e.kind = nat::ChunkEvent::Kind::Released;
     CHECK(nat::log_line(e, 0).rfind("<5>chunk-released time=1970-01-01T00:00:00Z ", 0) == 0);
 }
+
+TEST_CASE("pool utilisation: chunks held per public address, in pool order, back to zero on release") {
+    ChunkTable t(config("198.51.100.0/31", 1024, 65535, 512, 4, 10));
+    CHECK(t.chunks_per_address() == 126);
+    REQUIRE(t.pull(ip("10.100.0.2"), 0).ok());
+    REQUIRE(t.pull(ip("10.100.0.2"), 0).ok());
+    REQUIRE(t.pull(ip("10.100.0.3"), 0).ok());
+    const auto use = t.pool_use();
+    REQUIRE(use.size() == 2);
+    CHECK(use[0].address == ip("198.51.100.0"));
+    CHECK(use[1].address == ip("198.51.100.1"));
+    CHECK(use[0].held + use[1].held == 3);
+    CHECK(std::max(use[0].held, use[1].held) == 2);  // paired pooling: both of 10.100.0.2's together
+    CHECK(use[0].free + use[1].free == 2 * 126 - 3);
+    t.release_idle(100);
+    for (const auto& u : t.pool_use()) {
+        CHECK(u.held == 0);
+        CHECK(u.quarantined + u.free == 126);
+    }
+}

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/compile/compiler.hpp"
+#include "core/compile/counter_names.hpp"
 #include "core/compile/pipeline.hpp"
 #include "core/mapping_loader.hpp"
 
@@ -900,4 +901,43 @@ TEST_CASE("the NAT state read back from installed rules compiles to the same pro
     CHECK(back.punt_dev == "dpo-inject");
     REQUIRE(back.subscribers.size() == 3);
     CHECK(dpo::compile::compile(m, VxlanHypervisor().k, &back).rules == p.rules);
+}
+
+// The counters' names (counter_names.hpp) must cover every shared action the compiler
+// writes: an index it made up that the naming does not know would show as nothing in
+// `dpoffloadctl counters` and the metrics.
+TEST_CASE("every shared drop and redirect index the compiler writes has a counter name, egress by interface") {
+    const auto m = vxlan_mapping(R"("nat": {"zone": 7, "pool": ["198.51.100.0/28"]})");
+    dpo::compile::NatState nat;
+    nat.punt_ifindex = 42;
+    nat.punt_dev = "dpo-inject";
+    nat.punt_sink_dev = "dpo-punt";
+    nat.subscribers = {{*IpAddress::parse("10.1.0.2"), dpo::nat::ChunkPorts{*IpAddress::parse("198.51.100.3"), 4608, 5119}},
+                       {*IpAddress::parse("10.100.0.2"), std::nullopt, dpo::nat::Refusal::PoolEmpty},
+                       {*IpAddress::parse("10.100.0.3"), std::nullopt, dpo::nat::Refusal::ChunkLimit}};
+    const auto p = dpo::compile::compile(m, VxlanHypervisor().k, &nat);
+    const auto names = dpo::compile::counter_names(m);
+    std::set<std::string> egress, drops;
+    for (const auto& r : p.rules)
+        for (const auto& a : r.actions) {
+            std::uint32_t index = 0;
+            if (const auto* d = std::get_if<dpo::tc::Drop>(&a)) index = d->index;
+            else if (const auto* x = std::get_if<dpo::tc::Redirect>(&a)) index = x->index;
+            if (!index) continue;
+            const auto n = dpo::compile::counter_name(m, index);
+            INFO(r.why << ": index " << index);
+            REQUIRE(n);
+            CHECK(std::find(names.begin(), names.end(), *n) != names.end());
+            (n->kind == dpo::compile::CounterKind::Egress ? egress : drops).insert(n->name);
+        }
+    CHECK(drops == std::set<std::string>{"chunk-limit", "invalid", "outer-new", "pool-empty"});
+    // Every egress the program uses is a mapped interface by name (or the punt path).
+    for (const auto& e : egress) {
+        const bool mapped = std::any_of(m.interfaces.begin(), m.interfaces.end(), [&](const dpo::Interface& i) {
+            return i.name == e;
+        });
+        CHECK((mapped || e == "nat-punt" || e == "nat-reinject" || e == "nat-reinject-vxlan"));
+    }
+    CHECK(egress.count("nat-punt"));
+    CHECK(egress.size() >= 3);
 }

@@ -94,6 +94,7 @@ public:
         std::uint32_t quarantined = 0;  // released, not yet ready (kQuarantineSeconds)
     };
     std::vector<AddressUse> pool_use() const;
+    std::uint32_t chunks_per_address() const { return per_address_; }
     std::vector<ChunkEvent> take_events();
 
 private:
