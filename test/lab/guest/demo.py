@@ -886,10 +886,15 @@ def counters():
     if r.returncode != 0:
         raise DemoError(f"`dpoffloadctl counters` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()}")
     data = ctl_json("counters").get("counters", [])
-    red = [c for c in data if c.get("kind") == "egress" and str(c.get("name", "")).startswith("red")]
-    if not red or red[0].get("packets", 0) < 2:
-        raise DemoError(f"`counters` has no egress counter for red with the packets of steps 6 and 8: {data}")
-    say("red's egress counted the packets of steps 6 and 8; transit's the NAT flow of step 9.")
+
+    def egress(name):
+        return next((c.get("packets", 0) for c in data if c.get("kind") == "egress" and c.get("name") == name), None)
+    red, transit, punt = egress("red"), egress("transit"), egress("nat-punt")
+    if red is None or red < 2 or transit is None or transit < 2 or punt != 1:
+        raise DemoError(f"`counters` does not have what steps 6, 8 and 9 sent: egress red {red} (want >= 2), "
+                        f"transit {transit} (want >= 2), nat-punt {punt} (want 1)")
+    say(f"red's egress counted the packets of steps 6 and 8 ({red}), transit's the NAT flow of step 9 "
+        f"({transit}), nat-punt its first packet ({punt}).")
     return True
 
 
@@ -904,33 +909,38 @@ def metrics_step(metrics, lab):
             "not landed in it yet).")
         return
     url = f"http://{METRICS}/metrics"
+    # What is shown: p0's rules by state, the first-packet punts, the chunk allocations, and
+    # the egress of red and transit (the lines of the echoed grep, as served).
+    shown = (r'^dpoffload_(rules\{device="p0"|nat_first_packets_punted_total|nat_chunk_allocations_total'
+             r'|egress_packets_total\{.*interface="(red|transit)")')
     echo(f"python3 -c 'import urllib.request; print(urllib.request.urlopen(\"{url}\").read().decode())' "
-         "| grep -E '^dpoffload_(rules|nat_first_packets_punted|nat_chunk_allocations|egress_packets)'", "hv")
+         f"| grep -E '{shown}'", "hv", "a scrape")
     try:
         with lab.netns("hv"):
+            t0 = time.monotonic()
             text = urllib.request.urlopen(url, timeout=10).read().decode()
+            took = time.monotonic() - t0
     except OSError as e:
         raise DemoError(f"GET {url} in hv failed: {e}") from None
+    out([line for line in text.splitlines() if re.match(shown, line)])
     samples = {}
     for line in text.splitlines():
         m = re.match(r"^(dpoffload_[a-z_]+)(\{[^}]*\})? (\S+)$", line)
         if m:
             samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    wanted = [k for k in samples if re.match(r'dpoffload_rules\{device="p0"', k)
-              or k.startswith(("dpoffload_nat_first_packets_punted_total", "dpoffload_nat_chunk_allocations_total"))
-              or re.match(r'dpoffload_egress_packets_total\{.*interface="(red|transit)"', k)]
-    out([f"{k} {samples[k]:g}" for k in wanted])
 
-    def value(prefix):
-        return next((v for k, v in samples.items() if k.startswith(prefix)), None)
+    def value(name):
+        return samples.get(name)
     punted = value("dpoffload_nat_first_packets_punted_total")
     allocs = value("dpoffload_nat_chunk_allocations_total")
     installed = value('dpoffload_rules{device="p0",state="installed"}')
-    if not punted or not allocs or not installed:
+    if not punted or punted < 1 or allocs != 1 or not installed:
         raise DemoError(f"the scrape lacks what steps 5 and 9 did: rules installed on p0 {installed}, "
-                        f"first packets punted {punted}, chunk allocations {allocs}")
-    say(f"{len(samples)} samples in all; the first packet of step 9 is there (punted, one chunk "
-        "allocated), as are p0's rules by state.")
+                        f"first packets punted {punted} (want >= 1), chunk allocations {allocs} (want 1)")
+    families = {re.sub(r"_(bucket|sum|count)$", "", k.split("{")[0]) for k in samples}
+    say(f"{len(samples)} samples of {len(families)} families in {took * 1000:.0f} ms; the first packet "
+        "of step 9 is there (punted, one chunk allocated), as are p0's rules by state and the "
+        "egress counters by interface name.")
 
 
 def vxlan_hop(lab, logdir):
