@@ -3,8 +3,9 @@
 
 Builds a hypervisor whose netdevs match examples/vlan.json in a network namespace,
 validates every example mapping with `dpoffloadd --check`, shows the rules
-`dpoffloadd --dry-run` would install, then runs the daemon in that namespace and
-walks the flow chart with the kernel's forwarding off: a packet from a VM on VLAN 100
+`dpoffloadd --dry-run` would install, then runs the daemon in that namespace (asked
+with `dpoffloadctl status` once it is up) and walks the flow chart with the kernel's
+forwarding off: a packet from a VM on VLAN 100
 comes back routed on VLAN 101 by tc; a TTL 1 packet is left to the kernel; a route
 added costs a few rule changes and no dump, a rule deleted by hand is put back; a NAT
 subscriber's first packet is punted to the daemon, gets a port chunk and leaves
