@@ -29,6 +29,7 @@
 #include "control_commands.hpp"
 #include "control_server.hpp"
 #include "metrics.hpp"
+#include "ipfix_exporter.hpp"
 #include "nat_runtime.hpp"
 
 namespace dpo::agent {
@@ -95,6 +96,7 @@ public:
             if (!if_nametoindex(d.c_str())) log::warning("device-missing", {{"dev", d}, {"effect", "no rules until it appears"}});
         engine_.start(watcher_.state(), now);
         metrics_.mapping(engine_.mapping());
+        ipfix_.configure(nat_logging(engine_.mapping()), IpfixExporter::wall_ms());
         maybe_start_nat(now);
         for (;;) {
             const auto t = Clock::now();
@@ -178,6 +180,8 @@ public:
     }
 
 private:
+    static std::optional<NatLogging> nat_logging(const Mapping& m) { return m.nat ? m.nat->logging : std::nullopt; }
+
     static engine::Options engine_options(const Options& o) {
         engine::Options e;
         e.audit_every = o.audit_interval;
@@ -244,6 +248,7 @@ private:
             record_->append(entries);
         };
         nat_->report_to(metrics_);
+        nat_->export_to(&ipfix_);
         engine_.nat_stage(nat_.get(), now);
         engine_.subscribers(nat_->take_changed(), false, now);
         log::notice("nat-running", {{"zone", std::to_string(m.nat->zone)}});
@@ -461,13 +466,14 @@ private:
             return;
         }
         const Mapping& before = engine_.mapping();
-        const bool nat_changed = before.nat != next->nat || before.uplink != next->uplink;
+        const bool nat_changed = !same_nat_stage(before.nat, next->nat) || before.uplink != next->uplink;
         const bool nat_gone = nat_changed && !next->nat;
         if (nat_changed && nat_) stop_nat(now);
         nat_tried_ifindex_ = 0;
         (void)features_.check(*next);  // a stage the start did not need: its features now
         engine_.reload(features_.admit(std::move(next).value()), now);
         metrics_.mapping(engine_.mapping());
+        ipfix_.configure(nat_logging(engine_.mapping()), IpfixExporter::wall_ms());
         log::notice("reloaded", {{"file", file_}, {"interfaces", std::to_string(engine_.mapping().interfaces.size())}});
         ++status_.reloads;
         status_.mapping_loaded = std::chrono::system_clock::now();
@@ -498,6 +504,7 @@ private:
     kernel::KernelFeatures& features_;
     Metrics& metrics_;
     engine::Engine engine_;
+    IpfixExporter ipfix_;  // before nat_, which points to it
     std::unique_ptr<NatRuntime> nat_;
     int nat_tried_ifindex_ = 0;
     bool rtnl_more_ = false;

@@ -11,6 +11,7 @@
 
 #include "core/log.hpp"
 #include "core/malformed.hpp"
+#include "ipfix_exporter.hpp"
 
 namespace dpo::agent {
 
@@ -72,16 +73,15 @@ NatRuntime::~NatRuntime() { close(timer_); }
 void NatRuntime::log_chunk_events() {
     const auto events = manager_.take_events();
     if (events.empty()) return;
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    const std::int64_t ms = static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-    if (on_chunk_events) on_chunk_events(events, ms);
+    const auto wall_ms = IpfixExporter::wall_ms();
+    if (on_chunk_events) on_chunk_events(events, wall_ms);
     metrics_->chunks(events);
-    const auto wall = static_cast<std::int64_t>(ts.tv_sec);
+    const auto wall = static_cast<std::int64_t>(wall_ms / 1000);
     for (const auto& e : events) {
         const std::string line = nat::log_line(e, wall);
         (void)!::write(STDERR_FILENO, line.data(), line.size());
     }
+    if (exporter_) exporter_->chunk_events(events, wall_ms);
 }
 
 bool NatRuntime::resync() {
@@ -139,9 +139,11 @@ void NatRuntime::refused(const IpAddress& subscriber, nat::Refusal why, nat::Sec
         refusal_second_ = now;
         refusal_lines_ = 0;
     }
-    if (refusal_lines_++ < kRefusalLinesPerSecond)
+    if (refusal_lines_++ < kRefusalLinesPerSecond) {
         log::warning("nat-refused", {{"subscriber", subscriber.str()}, {"reason", nat::to_string(why)}});
-    else
+        // Exported as the journal tells it: a flood is bounded the same way.
+        if (exporter_) exporter_->refusal(why, subscriber, config_.max_chunks_per_subscriber, IpfixExporter::wall_ms());
+    } else
         ++suppressed_;
 }
 
@@ -184,6 +186,11 @@ std::vector<IpAddress> NatRuntime::on_conntrack() {
         if (e.kind == kernel::ConntrackEvent::Kind::New) manager_.connection_new(c, now);
         else manager_.connection_end(c, now);
     }
+    for (const auto& r : manager_.take_refusals()) {  // a last chunk filled at the limit: no first packet waits
+        log::warning("nat-refused", {{"subscriber", r.subscriber.str()}, {"reason", nat::to_string(r.why)},
+                                     {"when", "its newest chunk filled"}});
+        if (exporter_) exporter_->refusal(r.why, r.subscriber, config_.max_chunks_per_subscriber, IpfixExporter::wall_ms());
+    }
     if (batch->overrun) {
         metrics_->overrun("conntrack");
         log::warning("resync", {{"reason", "conntrack overrun (ENOBUFS): events lost, table dumped again"}});
@@ -197,6 +204,7 @@ std::vector<IpAddress> NatRuntime::on_timer() {
     std::uint64_t ticks = 0;
     (void)!::read(timer_, &ticks, sizeof ticks);
     manager_.tick(monotonic_now());
+    if (exporter_) exporter_->tick(IpfixExporter::wall_ms());
     log_suppressed();
     if (dropped_.queue_full != told_queue_full_) {
         log::warning("nat-first-packets-dropped", {{"frames", std::to_string(dropped_.queue_full - told_queue_full_)},

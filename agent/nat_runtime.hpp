@@ -20,6 +20,8 @@
 
 namespace dpo::agent {
 
+class IpfixExporter;
+
 class NatRuntime final : public nat::NatView {
 public:
     static Result<std::unique_ptr<NatRuntime>> open(const Mapping& m);
@@ -55,6 +57,8 @@ public:
     std::size_t waiting_count() const { return waiting_.size(); }
     // Where the stage reports what it did (punts, latency, chunks); none until set.
     void report_to(Metrics& m) { metrics_ = &m; }
+    // Chunk events and refusals go to the exporter too (nullptr: the journal only).
+    void export_to(IpfixExporter* exporter) { exporter_ = exporter; }
 
     // First packets the daemon itself did not serve (the punt rule's police action
     // counts those the kernel dropped before they came here).
@@ -96,6 +100,7 @@ private:
     std::uint64_t suppressed_ = 0;     // not told since the last summary
     std::uint64_t told_queue_full_ = 0;
     Metrics* metrics_ = &Metrics::none();
+    IpfixExporter* exporter_ = nullptr;
 };
 
 }  // namespace dpo::agent

@@ -20,6 +20,8 @@ packages=(
   clang libclang-rt-14-dev
   # the lab: Debian's stock kernel under qemu, and the tools run inside it
   qemu-system-x86 busybox-static kmod cpio iproute2 conntrack ethtool tcpdump
+  # nat_ipfix's collectors: nfcapd/nfdump receive and store, tshark (and its dumpcap) decode
+  nfdump tshark
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

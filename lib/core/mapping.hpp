@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -63,6 +64,25 @@ struct PortRange {
     bool operator==(const PortRange&) const = default;
 };
 
+// An IPFIX collector of NAT events: "192.0.2.10:4739" or "[2001:db8::10]:4739".
+struct Collector {
+    IpAddress address;
+    std::uint16_t port = 0;
+    static std::optional<Collector> parse(std::string_view text);
+    std::string str() const;
+    auto operator<=>(const Collector&) const = default;
+};
+
+inline constexpr std::size_t kMaxCollectors = 8;
+
+// RFC 8158 port-block events over IPFIX (docs/nat-logging.md), besides the journal.
+struct NatLogging {
+    std::vector<Collector> collectors;  // 1..8, unique
+    std::uint32_t template_refresh_seconds = 60;
+    std::uint32_t observation_domain_id = 1;
+    bool operator==(const NatLogging&) const = default;
+};
+
 struct Nat {
     std::uint16_t zone = 0;
     std::vector<IpPrefix> pool;  // IPv4, canonical, disjoint
@@ -74,11 +94,17 @@ struct Nat {
     // punt rule's police action drops the rest, counted): a flood of new connections
     // from many sources, or a scan from inside, costs the daemon a bounded rate.
     std::uint32_t first_packet_rate = 1000;
+    std::optional<NatLogging> logging;
 
     // Whole chunks that fit in the port range of one public address.
     std::uint32_t chunks_per_address() const { return ports.size() / chunk_size; }
     bool operator==(const Nat&) const = default;
 };
+
+// Whether a new `nat` section needs the NAT stage started again: any change but to
+// `logging`, which the exporter takes on while the stage runs (a restart would forget
+// the idle chunks that conntrack does not show, and their releases with them).
+bool same_nat_stage(const std::optional<Nat>& a, const std::optional<Nat>& b);
 
 inline constexpr std::uint16_t kDefaultAciVlan = 2;
 inline constexpr std::uint32_t kMainRouteTable = 254;

@@ -393,9 +393,50 @@ std::optional<Interface> check_interface(Checker& c, const json& v, const std::s
     return out;
 }
 
+std::optional<NatLogging> check_nat_logging(Checker& c, const json& v, const std::string& at) {
+    if (!c.object(v, at, {"collectors", "template_refresh_seconds", "observation_domain_id"}, {"collectors"}))
+        return std::nullopt;
+    NatLogging out;
+    bool ok = v.contains("collectors");
+    if (v.contains("collectors")) {
+        const auto p = child(at, "collectors");
+        const json& list = v["collectors"];
+        if (!list.is_array() || list.empty() || list.size() > kMaxCollectors) {
+            c.problem(p, list.is_array() ? "must hold 1.." + std::to_string(kMaxCollectors) + " collectors, not " +
+                                               std::to_string(list.size())
+                                         : std::string("must be an array of collectors, not ") + type_name(list));
+            ok = false;
+        } else {
+            for (std::size_t i = 0; i < list.size(); ++i) {
+                const auto pi = child(p, i);
+                auto s = c.string(list[i], pi, "a collector");
+                if (!s) { ok = false; continue; }
+                auto col = Collector::parse(*s);
+                if (!col) {
+                    c.problem(pi, in_quotes(*s) + " is not a collector like 192.0.2.10:4739 or [2001:db8::10]:4739 "
+                                                  "(an address and a port 1..65535)");
+                    ok = false;
+                    continue;
+                }
+                if (std::find(out.collectors.begin(), out.collectors.end(), *col) != out.collectors.end()) {
+                    c.problem(pi, in_quotes(*s) + " is listed twice: each collector would get every record twice");
+                    ok = false;
+                    continue;
+                }
+                out.collectors.push_back(*col);
+            }
+        }
+    }
+    ok &= c.optional_integer(v, at, "template_refresh_seconds", out.template_refresh_seconds, 1, 3600,
+                             "a template refresh interval in seconds");
+    ok &= c.optional_integer(v, at, "observation_domain_id", out.observation_domain_id, 0, 4294967295u,
+                             "an IPFIX observation domain id");
+    return ok ? std::optional(out) : std::nullopt;
+}
+
 std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
     if (!c.object(v, at, {"zone", "pool", "ports", "chunk_size", "max_chunks_per_subscriber", "chunk_idle_seconds",
-                   "first_packet_rate"},
+                   "first_packet_rate", "logging"},
                   {"zone", "pool"}))
         return std::nullopt;
     Nat out;
@@ -485,6 +526,10 @@ std::optional<Nat> check_nat(Checker& c, const json& v, const std::string& at) {
     ok &= c.optional_integer(v, at, "chunk_idle_seconds", out.chunk_idle_seconds, 1, 86400, "an idle time in seconds");
     ok &= c.optional_integer(v, at, "first_packet_rate", out.first_packet_rate, 10, 1000000,
                              "first packets per second and ingress device");
+    if (v.contains("logging")) {
+        out.logging = check_nat_logging(c, v["logging"], child(at, "logging"));
+        ok &= out.logging.has_value();
+    }
     // All of a subscriber's chunks sit on one public address (paired pooling), so
     // they must fit the port range of one address.
     if (ok && out.max_chunks_per_subscriber > out.chunks_per_address()) {

@@ -542,3 +542,77 @@ TEST_CASE("a 1 MiB mapping loads: every VLAN id in use, widely indented") {
     REQUIRE(r);
     CHECK(r->interfaces.size() == 4093);
 }
+
+TEST_CASE("nat.logging: collectors, template refresh and observation domain, with their defaults") {
+    json s = spec();
+    s["nat"]["logging"] = {{"collectors", {"192.0.2.10:4739", "[2001:db8::10]:4739"}}};
+    auto q = dpo::parse_mapping(s.dump(), "m.json");
+    REQUIRE(q.ok());
+    REQUIRE(q->nat->logging);
+    const auto& l = *q->nat->logging;
+    REQUIRE(l.collectors.size() == 2);
+    CHECK(l.collectors[0].str() == "192.0.2.10:4739");
+    CHECK(l.collectors[0].address.family == dpo::Family::V4);
+    CHECK(l.collectors[1].str() == "[2001:db8::10]:4739");
+    CHECK(l.collectors[1].address.family == dpo::Family::V6);
+    CHECK(l.collectors[1].port == 4739);
+    CHECK(l.template_refresh_seconds == 60);
+    CHECK(l.observation_domain_id == 1);
+
+    s["nat"]["logging"]["template_refresh_seconds"] = 3600;
+    s["nat"]["logging"]["observation_domain_id"] = 4294967295u;
+    auto r = dpo::parse_mapping(s.dump(), "m.json");
+    REQUIRE(r.ok());
+    CHECK(r->nat->logging->template_refresh_seconds == 3600);
+    CHECK(r->nat->logging->observation_domain_id == 4294967295u);
+
+    s["nat"].erase("logging");
+    auto without = dpo::parse_mapping(s.dump(), "m.json");
+    REQUIRE(without.ok());
+    CHECK_FALSE(without->nat->logging);
+}
+
+TEST_CASE("nat.logging: each bad value is refused where it is, saying why") {
+    const std::string at = "/nat/logging";
+    auto refused = [&](json logging, const std::string& path, const std::string& words) {
+        json s = spec();
+        s["nat"]["logging"] = std::move(logging);
+        auto ps = problems_of(s);
+        INFO(all(ps));
+        CHECK(has(ps, path, words));
+    };
+    refused(json::object(), at, "missing required key 'collectors'");
+    refused({{"collectors", json::array()}}, at + "/collectors", "must hold 1..8 collectors, not 0");
+    json nine = json::array();
+    for (int i = 1; i <= 9; ++i) nine.push_back("192.0.2." + std::to_string(i) + ":4739");
+    refused({{"collectors", nine}}, at + "/collectors", "not 9");
+    refused({{"collectors", "192.0.2.10:4739"}}, at + "/collectors", "must be an array");
+    for (const char* bad : {"192.0.2.10", "192.0.2.10:0", "192.0.2.10:65536", "192.0.2.10:", "2001:db8::10:4739",
+                            "[192.0.2.10]:4739", "[2001:db8::10]", "[2001:db8::10]4739", "collector:4739", ":4739",
+                            "192.0.2.10:47a9", "192.0.2.10:+4739"})
+        refused({{"collectors", {bad}}}, at + "/collectors/0", "is not a collector like");
+    refused({{"collectors", {42}}}, at + "/collectors/0", "must be a string");
+    refused({{"collectors", {"192.0.2.10:4739", "192.0.2.11:4739", "192.0.2.10:4739"}}}, at + "/collectors/2",
+            "is listed twice");
+    for (int bad : {0, 3601})
+        refused({{"collectors", {"192.0.2.10:4739"}}, {"template_refresh_seconds", bad}},
+                at + "/template_refresh_seconds", "must be 1..3600");
+    refused({{"collectors", {"192.0.2.10:4739"}}, {"observation_domain_id", 4294967296ull}},
+            at + "/observation_domain_id", "must be 0..4294967295");
+    refused({{"collectors", {"192.0.2.10:4739"}}, {"format", "nel"}}, at + "/format", "unknown key 'format'");
+}
+
+TEST_CASE("a change to nat.logging alone does not restart the NAT stage") {
+    json s = spec();
+    auto a = dpo::parse_mapping(s.dump(), "m.json");
+    s["nat"]["logging"] = {{"collectors", {"192.0.2.10:4739"}}};
+    auto b = dpo::parse_mapping(s.dump(), "m.json");
+    s["nat"]["chunk_idle_seconds"] = 30;
+    auto c = dpo::parse_mapping(s.dump(), "m.json");
+    REQUIRE((a.ok() && b.ok() && c.ok()));
+    CHECK(dpo::same_nat_stage(a->nat, b->nat));
+    CHECK_FALSE(a->nat == b->nat);
+    CHECK_FALSE(dpo::same_nat_stage(b->nat, c->nat));
+    CHECK_FALSE(dpo::same_nat_stage(a->nat, std::nullopt));
+    CHECK(dpo::same_nat_stage(std::nullopt, std::nullopt));
+}

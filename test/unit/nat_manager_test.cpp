@@ -82,6 +82,11 @@ TEST_CASE("a filling chunk pulls the next one ahead of need; at the limit new co
     CHECK_FALSE(m.state(0, "").subscribers[0].commit);  // full and at its limit: drop
     CHECK(m.take_changed() == std::vector{sub});         // ... and its rule must say so
     CHECK(m.counters().chunk_limit == 1);
+    const auto refusals = m.take_refusals();  // for the log and IPFIX's quota-exceeded event
+    REQUIRE(refusals.size() == 1);
+    CHECK(refusals[0].subscriber == sub);
+    CHECK(refusals[0].why == nat::Refusal::ChunkLimit);
+    CHECK(m.take_refusals().empty());
     m.connection_end({sub, first, 1600}, 3);
     CHECK(m.state(0, "").subscribers[0].commit);
     CHECK(m.take_changed() == std::vector{sub});

@@ -68,7 +68,10 @@ void NatManager::connection_new(const Connection& c, Seconds now) {
     if (commit_chunk(c.subscriber) != id || table_.connections(*id) != config_.chunk_size) return;
     // The chunk new connections go into just filled: the next one, or, at the
     // subscriber's limit, its new connections are dropped from now on.
-    if (!pull(c.subscriber, now)) changed(c.subscriber);
+    if (auto next = pull(c.subscriber, now); !next) {
+        changed(c.subscriber);
+        refusals_.push_back({c.subscriber, next.error()});
+    }
 }
 
 void NatManager::connection_end(const Connection& c, Seconds now) {

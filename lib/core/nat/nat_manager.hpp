@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/nat/state.hpp"
@@ -57,6 +58,14 @@ public:
     // The subscribers whose subscriber() may have changed since the last call.
     std::vector<IpAddress> take_changed();
     std::vector<ChunkEvent> take_events() { return table_.take_events(); }
+    // Refusals of a chunk pulled ahead of need (a connection filled the last chunk a
+    // subscriber may hold, or the pool had none): no first packet waits on them, so no
+    // caller hears of them otherwise; the quota-exceeded events of RFC 8158.
+    struct Refused {
+        IpAddress subscriber;
+        Refusal why;
+    };
+    std::vector<Refused> take_refusals() { return std::exchange(refusals_, {}); }
     const ChunkTable& table() const { return table_; }
 
     struct Counters {
@@ -81,6 +90,7 @@ private:
     // Subscribers refused for want of a chunk: their new connections are dropped by a
     // rule instead of being punted one by one, until a chunk goes back to the pool.
     std::set<IpAddress> starved_;
+    std::vector<Refused> refusals_;  // bounded: one per chunk filled, between two take_refusals()
 
 public:
     // Starved subscribers with a drop rule of their own, at most.
