@@ -156,6 +156,21 @@ def run(argv, ns=None, show=True, must=True, note="", output=True, shown=None):
     return r
 
 
+def ip_batch(ns, cmds):
+    """`ip` commands [(command without `ip`, note)] in netns `ns`, echoed one by one and run as
+    one `ip -n NS -batch -`; a failure is recorded (and the batch's error shown)."""
+    for c, note in cmds:
+        echo(f"ip {c}", ns, note)
+    r = subprocess.run(["ip", "-n", ns, "-batch", "-"], input="".join(c + "\n" for c, _n in cmds),
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        text = (r.stdout + r.stderr).rstrip()
+        out(text.splitlines())
+        print(f"      (exit status {r.returncode})", flush=True)
+        failures.append(f"ip -n {ns} -batch: exit {r.returncode}: {text[-300:]}")
+    return r
+
+
 def must_run(argv, ns=None, **kw):
     """run(), but a failure stops the demo."""
     r = run(argv, ns=ns, must=False, **kw)
@@ -422,26 +437,26 @@ def build_hypervisor():
         if os.path.exists(f"/run/netns/{ns}"):
             run(["ip", "netns", "del", ns], show=False, must=False)
         run(["ip", "netns", "add", ns])
-    run(["ip", "link", "set", "lo", "up"], ns="hv")
-    run(["ip", "link", "add", "p0", "type", "veth", "peer", "name", "fab0", "netns", "fabric"], ns="hv",
-        note="the uplink")
-    run(["ip", "link", "set", "p0", "up"], ns="hv")
-    run(["ip", "link", "set", "fab0", "up"], ns="fabric")
+    # Process starts are slow under emulation: each namespace's commands go to one
+    # `ip -batch`, shown one by one as an operator would type them.
+    ip_batch("hv", [("link set lo up", ""),
+                    ("link add p0 type veth peer name fab0 netns fabric", "the uplink"),
+                    ("link set p0 up", "")])
+    ip_batch("fabric", [("link set fab0 up", "")])
+    cmds = []
     for dev, name, role, vid, v4, v6 in VLANS:
-        run(["ip", "link", "add", "link", "p0", "name", dev, "type", "vlan", "id", str(vid)], ns="hv",
-            note=f"interface '{name}', role {role}")
-        run(["ip", "addr", "add", v4, "dev", dev], ns="hv")
-        run(["ip", "addr", "add", v6, "dev", dev, "nodad"], ns="hv")
-        run(["ip", "link", "set", dev, "up"], ns="hv")
-    run(["ip", "link", "add", MGMT[0], "type", "dummy"], ns="hv", note="management, not in the mapping")
-    run(["ip", "addr", "add", MGMT[1], "dev", MGMT[0]], ns="hv")
-    run(["ip", "link", "set", MGMT[0], "up"], ns="hv")
-    for addr, mac, dev, what in NEIGHBOURS:
-        run(["ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"], ns="hv",
-            note=what)
-    run(["ip", "route", "add", "default", "via", GATEWAY[0], "dev", "p0.200"], ns="hv",
-        note="default route out of the transit side")
-    run(["ip", "-6", "route", "add", "default", "via", "fd00:200::fe", "dev", "p0.200"], ns="hv")
+        cmds += [(f"link add link p0 name {dev} type vlan id {vid}", f"interface '{name}', role {role}"),
+                 (f"addr add {v4} dev {dev}", ""), (f"addr add {v6} dev {dev} nodad", ""),
+                 (f"link set {dev} up", "")]
+    cmds += [(f"link add {MGMT[0]} type dummy", "management, not in the mapping"),
+             (f"addr add {MGMT[1]} dev {MGMT[0]}", ""), (f"link set {MGMT[0]} up", "")]
+    cmds += [(f"neigh replace {addr} lladdr {mac} dev {dev} nud permanent", what)
+             for addr, mac, dev, what in NEIGHBOURS]
+    cmds += [(f"route add default via {GATEWAY[0]} dev p0.200", "default route out of the transit side"),
+             ("route add ::/0 via fd00:200::fe dev p0.200", "the same, IPv6")]
+    ip_batch("hv", cmds)
+    say("(Each namespace's `ip` commands run as one `ip -batch`: process starts are slow in "
+        "an emulated guest.)")
     run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], ns="hv",
         note="a router")
 
