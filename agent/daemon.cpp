@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <future>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -31,6 +33,7 @@
 #include "metrics.hpp"
 #include "ipfix_exporter.hpp"
 #include "nat_runtime.hpp"
+#include "service_notify.hpp"
 
 namespace dpo::agent {
 
@@ -103,8 +106,11 @@ public:
             const auto due = engine_.next_due(t);
             if (due && *due <= t) flush(t);
             metrics_.refresh(engine_, nat_.get(), Clock::now());
+            notify_.tick(Clock::now(), [this] { return status_line(); });
             int timeout = -1;
-            if (const auto next = earliest(engine_.next_due(Clock::now()), metrics_.due())) {
+            // The engine's next pass, the metrics' next refresh or systemd's next watchdog
+            // ping or status, whichever comes first.
+            if (const auto next = earliest(earliest(engine_.next_due(Clock::now()), metrics_.due()), notify_.next_due())) {
                 const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
                 timeout = static_cast<int>(std::clamp<long long>(wait, 0, 60000));
             }
@@ -174,6 +180,7 @@ public:
                 }
                 // SIGTERM/SIGINT: the rules stay, so a restart does not interrupt traffic.
                 log::notice("stopping", {{"signal", strsignal(static_cast<int>(si.ssi_signo))}, {"rules", "left in place"}});
+                notify_.stopping("stopping: rules left in place");
                 return kExitOk;
             }
         }
@@ -298,6 +305,32 @@ private:
         // First packets go back only now that their subscriber's rule is in.
         if (p.urgent && nat_ && nat_->waiting()) reinject();
         log_pass(p, ms);
+        // Ready once the start pass has put the rules in: `systemctl start` returns then.
+        if (p.start) notify_.ready(status_line(), Clock::now());
+        else if (p.did_work()) notify_.changed();
+    }
+
+    // systemd's STATUS=: what `systemctl status` shows on one line.
+    std::string status_line() const {
+        const auto c = engine_.counts();
+        std::string s = "rules " + n(c.rules) + " (in_hw " + n(c.in_hw) + ", not_in_hw " + n(c.not_in_hw) +
+                        ", refused " + n(c.refused) + "); routes " +
+                        n(engine_.model().table(engine_.mapping().route_table).size());
+        if (nat_) s += "; NAT " + n(nat_->subscribers().size()) + " subscribers";
+        else if (engine_.mapping().nat) s += "; NAT not running";
+        if (status_.last_audit)
+            s += "; last audit " + utc_time(status_.last_audit->at) + " drift " + n(status_.last_audit->drift);
+        if (!last_reload_.empty()) s += "; " + last_reload_;
+        return s;
+    }
+
+    static std::string utc_time(std::chrono::system_clock::time_point t) {
+        const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+        std::tm tm{};
+        gmtime_r(&tt, &tm);
+        char buf[16];
+        std::strftime(buf, sizeof buf, "%H:%M:%SZ", &tm);
+        return buf;
     }
 
     void log_pass(const engine::Pass& p, double ms) {
@@ -434,6 +467,7 @@ private:
             reload_.again = true;
             return;
         }
+        notify_.reloading("reloading " + printable(file_));
         if (reload_.done_fd < 0) reload_.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (reload_.done_fd < 0) {  // no thread to tell us: read it here
             reload_.parsing = std::async(std::launch::deferred, load_mapping, file_);
@@ -452,7 +486,13 @@ private:
         std::uint64_t count = 0;
         if (reload_.done_fd >= 0) (void)!read(reload_.done_fd, &count, sizeof count);
         auto next = reload_.parsing.get();  // ready: the thread wrote done_fd last
-        if (std::exchange(reload_.again, false)) reload();
+        const bool again = std::exchange(reload_.again, false);
+        apply(std::move(next), now);
+        // After the verdict, so systemd sees RELOADING=1 and READY=1 in pairs.
+        if (again) reload();
+    }
+
+    void apply(Result<Mapping, Problems> next, Clock::time_point now) {
         if (!next) {
             log_problems(next.error());
             log::error("reload-refused", {{"file", file_}, {"kept", "running configuration"}});
@@ -463,6 +503,10 @@ private:
                 control_->refuse(id, file_ + ": refused, " + std::to_string(next.error().size()) +
                                          " problem(s); the running configuration stays",
                                  problems);
+            const auto k = next.error().size();
+            last_reload_ = "reload refused " + utc_time(std::chrono::system_clock::now()) + ": " + n(k) + " problem" +
+                           (k == 1 ? "" : "s") + ", running configuration kept";
+            notify_.reload_done(status_line(), Clock::now());
             return;
         }
         const Mapping& before = engine_.mapping();
@@ -480,6 +524,8 @@ private:
         if (engine_.mapping().nat && !state_dir_.empty()) open_record(state_dir_);
         for (const auto id : std::exchange(reloads_asked_, {}))
             control_->answer(id, {{"file", file_}, {"interfaces", engine_.mapping().interfaces.size()}, {"accepted", true}});
+        last_reload_ = "reloaded " + utc_time(std::chrono::system_clock::now()) + ": " +
+                       n(engine_.mapping().interfaces.size()) + " interfaces";
         // Without `nat` any more, nothing punts: the rules that used it go, then the pair.
         if (nat_gone) {
             // Now, not after the bulk lane's quiet time: the pair goes right after.
@@ -496,6 +542,7 @@ private:
         }
         maybe_start_nat(now);
         status_.nat_state = nat_state();
+        notify_.reload_done(status_line(), Clock::now());
     }
 
     std::string file_;
@@ -522,6 +569,8 @@ private:
             if (done_fd >= 0) close(done_fd);
         }
     } counting_;
+    ServiceNotify notify_{Clock::now()};
+    std::string last_reload_;  // the last reload's verdict, kept in the status line
     struct Reload {
         std::future<Result<Mapping, Problems>> parsing;  // valid while a file is read
         int done_fd = -1;                                // written when it is

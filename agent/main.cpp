@@ -18,6 +18,7 @@
 #include "core/text.hpp"
 #include "daemon.hpp"
 #include "metrics.hpp"
+#include "journal_sink.hpp"
 #include "core/reconcile/plan.hpp"
 #include "kernel/rtnl_snapshot.hpp"
 #include "kernel/tc_netlink.hpp"
@@ -267,6 +268,9 @@ int main(int argc, char** argv) {
         usage(stderr);
         return kExitUsage;
     }
+    // Under systemd, records go to the journal with their fields (journal_sink.hpp);
+    // elsewhere, and for --check's own output, stderr as it is.
+    dpo::agent::use_journal_when_connected();
     try {
         if (mode == kCheck) return check(config);
         if (mode == kShow) return show(config);

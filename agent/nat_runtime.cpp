@@ -77,10 +77,7 @@ void NatRuntime::log_chunk_events() {
     if (on_chunk_events) on_chunk_events(events, wall_ms);
     metrics_->chunks(events);
     const auto wall = static_cast<std::int64_t>(wall_ms / 1000);
-    for (const auto& e : events) {
-        const std::string line = nat::log_line(e, wall);
-        (void)!::write(STDERR_FILENO, line.data(), line.size());
-    }
+    for (const auto& e : events) nat::log_event(e, wall);
     if (exporter_) exporter_->chunk_events(events, wall_ms);
 }
 

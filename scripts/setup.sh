@@ -14,6 +14,9 @@ packages=(
   # the daemon's --metrics endpoint (agent/metrics.cpp): a maintained HTTP server and the
   # Prometheus text format, not a hand-written server facing whatever connects
   prometheus-cpp-dev libcivetweb-dev
+  # sd_notify and sd_journal_sendv: libsystemd is the reference implementation of the
+  # notify and journal protocols, better than our own copy of them (agent/ only)
+  libsystemd-dev
   # tests: schema check, packets
   python3 python3-jsonschema python3-scapy
   # the unit suite's fuzz run (fuzz/): clang, and libFuzzer, which clang only recommends

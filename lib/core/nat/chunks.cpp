@@ -11,18 +11,36 @@ namespace dpo::nat {
 
 const char* to_string(Refusal r) { return r == Refusal::ChunkLimit ? "chunk-limit" : "pool-empty"; }
 
-std::string log_line(const ChunkEvent& e, std::int64_t unix_seconds) {
+namespace {
+// One record's values; the field list is written out twice below because core/log
+// takes its fields as a braced list.
+struct Record {
+    const char* event;
+    char when[32];
+    std::string subscriber, address, ports;
+};
+
+Record record(const ChunkEvent& e, std::int64_t unix_seconds) {
+    Record r{e.kind == ChunkEvent::Kind::Allocated ? "chunk-allocated" : "chunk-released", {}, e.subscriber.str(),
+             e.ports.address.str(), std::to_string(e.ports.first) + "-" + std::to_string(e.ports.last)};
     const std::time_t t = static_cast<std::time_t>(unix_seconds);
     std::tm utc{};
     gmtime_r(&t, &utc);
-    char when[32];
-    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
-    return log::format(log::Level::Notice,
-                       e.kind == ChunkEvent::Kind::Allocated ? "chunk-allocated" : "chunk-released",
-                       {{"time", when},
-                        {"subscriber", e.subscriber.str()},
-                        {"public", e.ports.address.str()},
-                        {"ports", std::to_string(e.ports.first) + "-" + std::to_string(e.ports.last)}});
+    std::strftime(r.when, sizeof r.when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    return r;
+}
+}  // namespace
+
+std::string log_line(const ChunkEvent& e, std::int64_t unix_seconds) {
+    const Record r = record(e, unix_seconds);
+    return log::format(log::Level::Notice, r.event,
+                       {{"time", r.when}, {"subscriber", r.subscriber}, {"public", r.address}, {"ports", r.ports}});
+}
+
+void log_event(const ChunkEvent& e, std::int64_t unix_seconds) {
+    const Record r = record(e, unix_seconds);
+    log::write(log::Level::Notice, r.event,
+               {{"time", r.when}, {"subscriber", r.subscriber}, {"public", r.address}, {"ports", r.ports}});
 }
 
 namespace {

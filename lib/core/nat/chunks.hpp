@@ -50,6 +50,9 @@ struct ChunkEvent {
 // "<5>chunk-allocated time=2026-11-23T14:02:11Z subscriber=10.100.0.2
 // public=198.51.100.3 ports=4608-5119". `unix_seconds` is the wall clock at the event.
 std::string log_line(const ChunkEvent& e, std::int64_t unix_seconds);
+// The same record written through core/log, so that under systemd it reaches the journal
+// with its fields (`journalctl EVENT=chunk-allocated SUBSCRIBER=10.100.0.2`).
+void log_event(const ChunkEvent& e, std::int64_t unix_seconds);
 
 class ChunkTable {
 public:

@@ -59,7 +59,15 @@ def tc_handles(lab, dev):
 def raw_ask(path, data, read=True):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
-    s.connect(path)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s.connect(path)
+            break
+        except BlockingIOError:  # the listen backlog is full until the daemon accepts
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     s.sendall(data)
     if not read:
         return s
@@ -183,6 +191,20 @@ def check_nat(lab, ctl, run):
               mine and sum(x.get("packets", 0) for x in mine) >= 1, json.dumps(mine)[:600])
     h = ctl.run("explain", nv.SUB_A)
     lab.note("explain:\n" + h.stdout)
+
+    # The named counters: the translated first packet left by transit's egress counter.
+    rc, cs, r = ctl.json("counters")
+    by = {(c["kind"], c["name"]): c for c in cs["counters"]} if cs else {}
+    tc_out = lab.sh(["tc", "-s", "actions", "show", "action", "mirred"], ns="hv").stdout
+    lab.check("counters: egress by interface name (transit counted the translated packet), drops by reason",
+              rc == 0 and by.get(("egress", "transit"), {}).get("packets", 0) >= 1
+              and any(k == "drop" for k, _ in by), json.dumps(cs)[:600] if cs else r.stderr)
+    h = ctl.run("counters")
+    lab.check("counters (human): KIND NAME PACKETS BYTES, no hex index",
+              h.returncode == 0 and "KIND" in h.stdout and "transit" in h.stdout and "0xd9" not in h.stdout,
+              h.stdout + h.stderr)
+    lab.note("counters:\n" + h.stdout + "\n(tc -s actions show action mirred has " +
+             str(tc_out.count("index")) + " mirred actions)")
     return public, port, t_alloc
 
 

@@ -436,7 +436,10 @@ def scenario(lab, sd, old, new):
                      rec1 is not None, why):
         return
     lab.note(f"old daemon pid {pid1}: {rec1['_line']}")
+    check_ready(lab, sd, pid1)
     nat_first_packet(lab, SUB_A, SUB_A_MAC, 43001, "old daemon")
+    check_journal_fields(lab, sd, pid1)
+    check_watchdog_and_dirs(lab, sd, pid1)
 
     # -- the upgrade, under a stream of packets.
     stream = Stream(lab)
@@ -515,14 +518,17 @@ def scenario(lab, sd, old, new):
         nat_first_packet(lab, SUB_B, SUB_B_MAC, 43002, "new daemon")
         # A reload (a thread of its own) and an operator's audit (a full dump), under the
         # unit's system call filter too.
-        sd.run(["systemctl", "reload", UNIT], check=False)
+        # ExecReload= is `dpoffloadctl reload`: systemctl reload waits for the verdict.
+        r = sd.run(["systemctl", "reload", UNIT], check=False)
         reloaded = sd.wait_journal(r"reloaded ", 20.0, f"_PID={pid2}")
         sd.run(["systemctl", "kill", "-s", "USR1", UNIT], check=False)
         audit = sd.wait_journal(r"audit reason=\S+ dumps=\d+ drift=0", 20.0, f"_PID={pid2}")
-        lab.check("systemctl reload (SIGHUP: 'reloaded') and systemctl kill -s USR1 (an audit, drift=0) "
-                  "served under the unit", reloaded is not None and audit is not None,
-                  f"reloaded: {reloaded}; audit: {audit}; journal: "
-                  f"{' | '.join(sd.journal('-u', UNIT).splitlines()[-6:])}")
+        lab.check("systemctl reload (ExecReload=dpoffloadctl reload: exit 0, 'reloaded') and systemctl kill "
+                  "-s USR1 (an audit, drift=0) served under the unit",
+                  r.returncode == 0 and reloaded is not None and audit is not None,
+                  f"systemctl reload: exit {r.returncode} {r.stderr.strip()}; reloaded: {reloaded}; audit: {audit}; "
+                  f"journal: {' | '.join(sd.journal('-u', UNIT).splitlines()[-6:])}")
+        check_reload_verdicts(lab, sd, pid2)
     state = sd.run(["systemctl", "is-active", UNIT], check=False).stdout.strip()
     restarts = sd.show("NRestarts")
     lab.check("the unit is active and was never restarted by Restart=on-failure", state == "active" and
@@ -532,6 +538,137 @@ def scenario(lab, sd, old, new):
         lab.note(f"journal warnings of the unit: {' | '.join(warnings[-6:])}")
 
     check_installed_files(lab, sd)
+
+
+def journal_json(sd, *match):
+    """The journal entries of `match` as dicts (journalctl -o json)."""
+    out = sd.run(["journalctl", "--no-pager", "-o", "json", *match], check=False).stdout
+    entries = []
+    for line in out.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pass
+    return entries
+
+
+def check_ready(lab, sd, pid):
+    """Type=notify: `systemctl start` returned once the unit was active, and it became
+    active only after the start pass had put the rules in (READY=1 after it)."""
+    start = [e for e in journal_json(sd, "-u", UNIT, f"_PID={pid}", "EVENT=reconciled") if e.get("LANE") == "start"]
+    entered = int(sd.show("ActiveEnterTimestampMonotonic") or 0)
+    t_start = int(start[0]["__MONOTONIC_TIMESTAMP"]) if start else 0
+    lab.check("Type=notify: the unit became active after the start pass was logged (READY=1 after the rules), "
+              f"{(entered - t_start) / 1000:.0f} ms after it",
+              sd.show("Type") == "notify" and start and entered > t_start,
+              f"Type {sd.show('Type')}, ActiveEnterTimestampMonotonic {entered}, start pass at {t_start} "
+              f"({len(start)} entries)")
+    status = sd.show("StatusText")
+    lab.check(f"systemctl show -p StatusText: the daemon's summary ({status})",
+              re.match(r"rules \d+ \(in_hw \d+, not_in_hw \d+, refused \d+\); routes \d+; NAT \d+ subscribers; "
+                       r"last audit \d\d:\d\d:\d\dZ drift \d+", status) is not None, status)
+
+
+def check_journal_fields(lab, sd, pid):
+    """Log records are journal fields: EVENT=, PRIORITY=, each key upper-cased."""
+    rec = journal_json(sd, "-u", UNIT, "EVENT=reconciled")
+    ours = [e for e in rec if e.get("_PID") == str(pid)]
+    e = ours[0] if ours else {}
+    lab.check(f"journalctl -u {UNIT} EVENT=reconciled: {len(rec)} entries with fields "
+              f"(RULES={e.get('RULES')}, LANE={e.get('LANE')}, PRIORITY={e.get('PRIORITY')}, "
+              f"MESSAGE starts 'reconciled rules=')",
+              e.get("RULES", "").isdigit() and e.get("PRIORITY") == "6" and e.get("LANE") == "start" and
+              str(e.get("MESSAGE", "")).startswith(f"reconciled rules={e.get('RULES')} ") and
+              e.get("SYSLOG_IDENTIFIER") == "dpoffloadd",
+              f"{len(rec)} entries; first of pid {pid}: {e}")
+    chunk = journal_json(sd, "-u", UNIT, "EVENT=chunk-allocated", f"SUBSCRIBER={SUB_A}")
+    c = chunk[0] if chunk else {}
+    lab.check(f"journalctl -u {UNIT} EVENT=chunk-allocated SUBSCRIBER={SUB_A}: the NAT attribution record "
+              f"(PUBLIC={c.get('PUBLIC')}, PORTS={c.get('PORTS')}, PRIORITY={c.get('PRIORITY')})",
+              len(chunk) == 1 and str(c.get("PUBLIC", "")).startswith(POOL_PREFIX) and
+              re.fullmatch(r"\d+-\d+", str(c.get("PORTS", ""))) and c.get("PRIORITY") == "5",
+              f"{len(chunk)} entries: {chunk[:2]}")
+    lab.check("the unit lifts journald's rate limit (LogRateLimitIntervalUSec=0)",
+              sd.show("LogRateLimitIntervalUSec") in ("0", "infinity", "0s"),
+              f"LogRateLimitIntervalUSec={sd.show('LogRateLimitIntervalUSec')}")
+
+
+def check_watchdog_and_dirs(lab, sd, pid):
+    """WatchdogSec= armed and fed from the event loop; the runtime and state directories
+    and the supplementary group exist for the dynamic user."""
+    usec = sd.show("WatchdogUSec")
+    first = sd.show("WatchdogTimestampMonotonic")
+    deadline, last = time.monotonic() + 20.0, first
+    while last == first and time.monotonic() < deadline:
+        time.sleep(0.5)   # each look is a systemctl under emulation; pings come every 7.5 s
+        last = sd.show("WatchdogTimestampMonotonic")
+    lab.check(f"the watchdog is armed (WatchdogUSec={usec}) and fed: its timestamp moved "
+              f"{(int(last or 0) - int(first or 0)) / 1e6:.1f} s on",
+              usec == "30s" and last != first and int(last or 0) > int(first or 0),
+              f"WatchdogUSec {usec}, WatchdogTimestampMonotonic {first} -> {last}")
+    group = sd.run(["getent", "group", "dpoffload"], check=False).stdout.strip()
+    gid = group.split(":")[2] if group.count(":") >= 3 else None
+    status = sd.run(["cat", f"/proc/{pid}/status"], check=False).stdout
+    pgid = (re.search(r"^Gid:\s*(\d+)", status, re.M) or [None, "?"])[1]
+    uid = (re.search(r"^Uid:\s*(\d+)", status, re.M) or [None, "?"])[1]
+    lab.check(f"postinst made the system group dpoffload ({group}); the daemon runs in it "
+              f"(Group=, DynamicUser uid {uid}, gid {pgid})",
+              gid is not None and pgid == gid and uid not in ("0", "?", gid), f"group {group!r}, status {status[:300]}")
+    sock = sd.run(["stat", "-c", "%a %U %G %F", "/run/dpoffload/control.sock"], check=False).stdout.strip()
+    lab.check(f"the control socket is 0660 and the group dpoffload's ({sock})",
+              sock.startswith("660 ") and " dpoffload socket" in sock, sock)
+    # An operator in the group may look; a user outside it may not connect.
+    sd.run(["useradd", "--no-create-home", "-G", "dpoffload", "dpo-operator"], check=False)
+    sd.run(["useradd", "--no-create-home", "dpo-outsider"], check=False)
+    look = sd.run(["setpriv", "--reuid=dpo-operator", "--regid=dpo-operator", "--init-groups",
+                   "dpoffloadctl", "status"], check=False)
+    lab.check("an operator in the group dpoffload: dpoffloadctl status answers (exit 0)",
+              look.returncode == 0 and "DEVICE" in look.stdout, f"exit {look.returncode}: {look.stderr.strip()}")
+    audit = sd.run(["setpriv", "--reuid=dpo-operator", "--regid=dpo-operator", "--init-groups",
+                    "dpoffloadctl", "audit"], check=False)
+    lab.check("...but not dpoffloadctl audit: root only (exit 1)", audit.returncode == 1 and "root only" in audit.stderr,
+              f"exit {audit.returncode}: {audit.stderr.strip()}")
+    out = sd.run(["setpriv", "--reuid=dpo-outsider", "--regid=dpo-outsider", "--init-groups",
+                  "dpoffloadctl", "status"], check=False)
+    lab.check("a user outside the group cannot connect (exit 3)", out.returncode == 3,
+              f"exit {out.returncode}: {out.stderr.strip()}")
+    st = sd.run(["stat", "-L", "-c", "%a %u %F", "/run/dpoffload", "/var/lib/dpoffload"], check=False).stdout.split("\n")
+    lab.check(f"RuntimeDirectory /run/dpoffload and StateDirectory /var/lib/dpoffload belong to the daemon's "
+              f"user ({'; '.join(l for l in st if l)})",
+              len(st) >= 2 and st[0] == f"755 {uid} directory" and st[1].split()[1:] == [uid, "directory"],
+              f"stat: {st}")
+
+
+def check_reload_verdicts(lab, sd, pid):
+    """A refused file under systemd: the unit stays active, StatusText says why, the
+    running configuration stays; the good file again: 'reloaded'."""
+    with open(sd.path(CONFIG)) as f:
+        good = f.read()
+    with open(sd.path(CONFIG), "w") as f:
+        f.write(good.replace('"vlan": 101', '"vlan": 4095'))
+    r = sd.run(["systemctl", "reload", UNIT], check=False)
+    problem = sd.journal("-u", UNIT, "-n", "20")
+    lab.check("systemctl reload of a refused file fails (dpoffloadctl reload exits 1) and the problem "
+              "(vlan 4095) is in the unit's journal", r.returncode != 0 and "4095" in problem,
+              f"systemctl reload exit {r.returncode}; journal: {problem[-600:]}")
+    deadline, status = time.monotonic() + 20.0, ""
+    while "reload refused" not in status and time.monotonic() < deadline:
+        time.sleep(0.5)   # each look is a systemctl under emulation
+        status = sd.show("StatusText")
+    state = sd.run(["systemctl", "is-active", UNIT], check=False).stdout.strip()
+    lab.check(f"a refused file: the unit stays active, StatusText says so ({status})",
+              re.search(r"reload refused \S+: 1 problem, running configuration kept", status) and state == "active"
+              and sd.show("MainPID") == pid, f"is-active {state}, StatusText {status!r}")
+    with open(sd.path(CONFIG), "w") as f:
+        f.write(good)
+    r = sd.run(["systemctl", "reload", UNIT], check=False)
+    lab.check("systemctl reload of the good file again: exit 0", r.returncode == 0, r.stderr.strip())
+    deadline = time.monotonic() + 20.0
+    while not re.search(r"; reloaded ", status) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = sd.show("StatusText")
+    lab.check(f"the good file again: StatusText says reloaded ({status})", re.search(r"; reloaded ", status),
+              f"StatusText {status!r}")
 
 
 def check_installed_files(lab, sd):
