@@ -63,15 +63,7 @@ std::string state_of(const engine::RuleView& v) {
     return v.in_step ? "installed" : "changing";
 }
 
-std::string identity_text(const tc::Identity& id) {
-    tc::Rule r;
-    r.dev = id.dev;
-    r.chain = id.chain;
-    r.prio = id.prio;
-    r.protocol = id.protocol;
-    r.match = id.match;
-    return r.key();
-}
+std::string identity_text(const tc::Identity& id) { return tc::placed_at(id).key(); }
 
 json rule_json(const ControlContext& c, const tc::Identity& id, const engine::RuleView& v) {
     json r = {{"dev", id.dev},     {"chain", id.chain},      {"prio", id.prio},

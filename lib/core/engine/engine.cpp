@@ -429,15 +429,7 @@ void Engine::forget_device(int ifindex, Time now) {
     }
 }
 
-tc::Rule Engine::place_of(const tc::Identity& id) const {
-    tc::Rule r;
-    r.dev = id.dev;
-    r.chain = id.chain;
-    r.prio = id.prio;
-    r.protocol = id.protocol;
-    r.match = id.match;
-    return r;
-}
+tc::Rule Engine::place_of(const tc::Identity& id) const { return tc::placed_at(id); }
 
 void Engine::schedule_retry(KeyId id, Time now) {
     if (id == kNoKey || !keys_[id].alive) return;

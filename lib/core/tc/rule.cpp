@@ -168,6 +168,16 @@ std::string Rule::key() const {
            protocol_name(protocol) + match_text(match);
 }
 
+Rule placed_at(const Identity& id) {
+    Rule r;
+    r.dev = id.dev;
+    r.chain = id.chain;
+    r.prio = id.prio;
+    r.protocol = id.protocol;
+    r.match = id.match;
+    return r;
+}
+
 std::string action_text(const Action& a) { return std::visit(ActionText{}, a); }
 
 std::string to_tc_command(const Rule& r) {

@@ -205,6 +205,10 @@ struct Installed {
     std::uint64_t packets = 0, bytes = 0;  // what the rule took (its first action's counters)
 };
 
+// A rule with this identity and no actions: where a rule sits (a delete needs no more)
+// and how messages name it (key()).
+Rule placed_at(const Identity& id);
+
 // The rule as a `tc filter add` command a person can read and run.
 std::string to_tc_command(const Rule& r);
 // One action in tc's words (`mirred egress redirect dev p0 index 3640655972`).
