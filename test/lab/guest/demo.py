@@ -123,12 +123,6 @@ def say(text):
     print(textwrap.fill(text, WIDTH, initial_indent="  > ", subsequent_indent="    "), flush=True)
 
 
-def known_bug(text):
-    """A flaw of the daemon or dpoffloadctl the demo shows as it is (reported, not hidden)."""
-    print(textwrap.fill(text, WIDTH, initial_indent="  > KNOWN BUG: ", subsequent_indent="               "),
-          flush=True)
-
-
 def todo(text):
     """A marked gap in the demo: something it should show once it has landed."""
     print(textwrap.fill(text, WIDTH, initial_indent="  > TODO: ", subsequent_indent="          "), flush=True)
@@ -817,10 +811,7 @@ def nat_first_packet(lab, router_mac, daemon):
     r = ctl("nat", "subscribers")
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     if last.startswith("([{"):
-        known_bug("the last line's count is the list of subscribers itself: the daemon's answer to "
-                  "`nat subscribers` has two keys named `subscribers`, the list and the count "
-                  "(agent/control_commands.cpp, control_nat), and only the list survives; "
-                  "dpoffloadctl prints it where the count belongs.")
+        raise DemoError("nat subscribers prints the list of subscribers where its count belongs")
     ctl("nat", "chunks")
     ctl("nat", "pool", "--limit", "4", note="the first 4 of the pool's 16 addresses")
     r = ctl("nat", "who", f"{public}:{pport}", note="the address and port seen on the wire")
@@ -878,11 +869,8 @@ def explain(public, pport):
         "it to the kernel: its rules in the routing chains only hand such packets to the "
         "kernel (`gact pass`), whose routing is the slow path, and the compiler's note says why.")
     if f"route {MGMT[2]}: in the fast path" in r.stdout:
-        known_bug(f"the verdict line says 'in the fast path' for route {MGMT[2]}: explain calls a "
-                  "key in the fast path when all its rules are installed (agent/control_commands.cpp, "
-                  "key_json), even when those rules only hand the packets to the kernel, as its note "
-                  "says. The same goes for route 10.100.0.0/24 above: the part of a connected prefix without "
-                  "a resolved neighbour is the kernel's.")
+        raise DemoError(f"explain calls route {MGMT[2]} 'in the fast path', though its rules only hand "
+                        "its packets to the kernel")
 
 
 def counters():
