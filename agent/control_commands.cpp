@@ -22,11 +22,6 @@ namespace {
 
 constexpr std::size_t kDefaultLimit = 1000;
 
-std::uint32_t v4(const IpAddress& a) {
-    return (std::uint32_t{a.bytes[0]} << 24) | (std::uint32_t{a.bytes[1]} << 16) | (std::uint32_t{a.bytes[2]} << 8) |
-           a.bytes[3];
-}
-
 std::string iso_ms(std::int64_t ms) {
     return iso8601(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
 }
@@ -130,12 +125,7 @@ json key_json(const ControlContext& c, const engine::KeyReport& r) {
 }  // namespace
 
 std::string iso8601(std::chrono::system_clock::time_point t) {
-    const std::time_t s = std::chrono::system_clock::to_time_t(t);
-    std::tm utc{};
-    gmtime_r(&s, &utc);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
-    return buf;
+    return utc_iso8601(std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count());
 }
 
 std::optional<std::int64_t> parse_iso8601_ms(const std::string& text) {
@@ -380,7 +370,7 @@ Result<json> control_nat(const ControlContext& c, const json& args) {
         }
         json j = {{"public", a->str()}, {"port", *port}, {"at", iso_ms(at_ms)}};
         if (!c.record) return fail(std::string("no chunk-event record on this host (see the daemon's log: nat-record-*)"));
-        auto w = c.record->who(v4(*a), static_cast<std::uint16_t>(*port), at_ms);
+        auto w = c.record->who(a->v4_host_order(), static_cast<std::uint16_t>(*port), at_ms);
         if (!w) return fail(w.error());
         j["records"] = w->records;
         if (w->begins_ms) j["record_begins"] = iso_ms(*w->begins_ms);

@@ -31,6 +31,10 @@ std::optional<IpAddress> IpAddress::parse(std::string_view text) {
     return a;
 }
 
+std::uint32_t IpAddress::v4_host_order() const {
+    return (std::uint32_t{bytes[0]} << 24) | (std::uint32_t{bytes[1]} << 16) | (std::uint32_t{bytes[2]} << 8) | bytes[3];
+}
+
 IpAddress IpAddress::v4(std::uint32_t host_order) {
     IpAddress a;
     a.bytes[0] = static_cast<std::uint8_t>(host_order >> 24);

@@ -28,6 +28,8 @@ struct IpAddress {
 
     static std::optional<IpAddress> parse(std::string_view text);
     static IpAddress v4(std::uint32_t host_order);
+    // The inverse of v4(): a V4 address as a number (host order).
+    std::uint32_t v4_host_order() const;
     static IpAddress from_bytes(Family f, const void* data);
 
     std::size_t size() const { return family == Family::V4 ? 4 : 16; }

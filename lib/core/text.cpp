@@ -2,6 +2,7 @@
 #include "text.hpp"
 
 #include <cstdint>
+#include <ctime>
 
 namespace dpo {
 
@@ -44,6 +45,15 @@ std::string printable(std::string_view s) {
         s.remove_prefix(n);
     }
     return out;
+}
+
+std::string utc_iso8601(std::int64_t unix_seconds) {
+    const std::time_t t = static_cast<std::time_t>(unix_seconds);
+    std::tm utc{};
+    gmtime_r(&t, &utc);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    return buf;
 }
 
 }  // namespace dpo

@@ -13,6 +13,7 @@ TEST_CASE("addresses parse in both families and print back") {
     CHECK(a->family == Family::V4);
     CHECK(a->str() == "198.51.100.3");
     CHECK(*a == IpAddress::v4(0xc6336403));
+    CHECK(a->v4_host_order() == 0xc6336403u);
     auto b = IpAddress::parse("fd00:0:0::1");
     REQUIRE(b);
     CHECK(b->family == Family::V6);

@@ -10,11 +10,6 @@ namespace {
 constexpr std::uint8_t kMagic = 0xD9;
 constexpr std::uint8_t kVersion = 1;
 
-std::uint32_t v4(const IpAddress& a) {
-    return (std::uint32_t{a.bytes[0]} << 24) | (std::uint32_t{a.bytes[1]} << 16) | (std::uint32_t{a.bytes[2]} << 8) |
-           a.bytes[3];
-}
-
 template <class T>
 void put(std::uint8_t* p, T v) {
     for (std::size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> (8 * i));
@@ -29,7 +24,7 @@ T get(const std::uint8_t* p) {
 }  // namespace
 
 RecordEntry record_of(const ChunkEvent& e, std::int64_t unix_ms) {
-    return {e.kind, unix_ms, v4(e.subscriber), v4(e.ports.address), e.ports.first, e.ports.last};
+    return {e.kind, unix_ms, e.subscriber.v4_host_order(), e.ports.address.v4_host_order(), e.ports.first, e.ports.last};
 }
 
 void encode(const RecordEntry& e, std::uint8_t out[kRecordSize]) {

@@ -2,9 +2,9 @@
 #include "chunks.hpp"
 
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 #include <cassert>
-#include <ctime>
 #include <string>
 
 namespace dpo::nat {
@@ -16,18 +16,12 @@ namespace {
 // takes its fields as a braced list.
 struct Record {
     const char* event;
-    char when[32];
-    std::string subscriber, address, ports;
+    std::string when, subscriber, address, ports;
 };
 
 Record record(const ChunkEvent& e, std::int64_t unix_seconds) {
-    Record r{e.kind == ChunkEvent::Kind::Allocated ? "chunk-allocated" : "chunk-released", {}, e.subscriber.str(),
-             e.ports.address.str(), std::to_string(e.ports.first) + "-" + std::to_string(e.ports.last)};
-    const std::time_t t = static_cast<std::time_t>(unix_seconds);
-    std::tm utc{};
-    gmtime_r(&t, &utc);
-    std::strftime(r.when, sizeof r.when, "%Y-%m-%dT%H:%M:%SZ", &utc);
-    return r;
+    return {e.kind == ChunkEvent::Kind::Allocated ? "chunk-allocated" : "chunk-released", utc_iso8601(unix_seconds),
+            e.subscriber.str(), e.ports.address.str(), std::to_string(e.ports.first) + "-" + std::to_string(e.ports.last)};
 }
 }  // namespace
 
@@ -43,19 +37,12 @@ void log_event(const ChunkEvent& e, std::int64_t unix_seconds) {
                {{"time", r.when}, {"subscriber", r.subscriber}, {"public", r.address}, {"ports", r.ports}});
 }
 
-namespace {
-std::uint32_t v4_host_order(const IpAddress& a) {
-    return (std::uint32_t{a.bytes[0]} << 24) | (std::uint32_t{a.bytes[1]} << 16) | (std::uint32_t{a.bytes[2]} << 8) |
-           a.bytes[3];
-}
-}  // namespace
-
-std::uint32_t ChunkTable::key(const IpAddress& a) { return v4_host_order(a); }
+std::uint32_t ChunkTable::key(const IpAddress& a) { return a.v4_host_order(); }
 
 ChunkTable::ChunkTable(const Nat& config) : config_(config), per_address_(config.chunks_per_address()) {
     assert(per_address_ > 0 && per_address_ <= 0xffff);  // the loader guarantees it
     for (const IpPrefix& p : config.pool) {
-        const std::uint32_t base = v4_host_order(p.address);
+        const std::uint32_t base = p.address.v4_host_order();
         for (std::uint64_t i = 0; i < p.address_count(); ++i)
             pool_.push_back(IpAddress::v4(base + static_cast<std::uint32_t>(i)));
     }
